@@ -204,15 +204,15 @@ class PrepareConfig:
                            range=(0.0, 0.5))
     min_size: int = opt(0, "reject images whose short side is below this (0 = --size)", range=(0, None))
     quality_filter: bool = opt(True, "drop blurry / empty / over-saturated / blocky patches")
-    min_laplacian_var: float = opt(5.0, "quality: min variance of the Laplacian (blur)", range=(0, None))
-    min_entropy: float = opt(2.0, "quality: min grey-level entropy in bits (empty patches)",
+    min_laplacian_var: float = opt(3.0, "quality: min variance of the Laplacian (blur)", range=(0, None))
+    min_entropy: float = opt(1.0, "quality: min grey-level entropy in bits (empty patches)",
                              range=(0, 8))
     min_tissue_ratio: float = opt(0.0, "quality: min fraction of tissue pixels (0 keeps background)",
                                   range=(0, 1))
     max_saturation: float = opt(0.98, "quality: max fraction of clipped (0 or 255) pixels", range=(0, 1))
-    max_blockiness: float = opt(3.0, "quality: max ratio of 8x8-boundary to interior gradients (JPEG)",
+    max_blockiness: float = opt(2.5, "quality: max ratio of 8x8-boundary to interior gradients (JPEG)",
                                 range=(1, None))
-    max_dct_blockiness: float = opt(0.9, "quality: max share of zeroed high-frequency 8x8 DCT terms",
+    max_dct_blockiness: float = opt(0.5, "quality: max excess of DCT terms zeroed on the 8x8 grid (JPEG)",
                                     range=(0, 1))
     stain_norm: str = opt("none", "stain normalisation", choices=("none", "macenko", "vahadane"))
     stain_reference: str = opt("", "reference tile for stain normalisation (an image path)")
@@ -229,3 +229,135 @@ class PrepareConfig:
         if self.stain_norm != "none" and not self.stain_reference:
             raise ConfigError("config field 'stain_reference' is needed when 'stain_norm' is "
                               f"{self.stain_norm!r}: give the path of a reference tile")
+
+
+# ----------------------------------------------------------------------------------------------
+# Training (`python -m engine train`)
+
+FAMILIES = ("stylegan2", "dcgan", "mlp_gan", "ddpm")
+IMPLEMENTED_FAMILIES = ("stylegan2",)
+# Fields that `train --resume RUN_DIR` may change; the rest define the model and its curves.
+RESUMABLE_FIELDS = ("kimg", "log_kimg", "sample_kimg", "snap_kimg", "keep_last", "workers", "device",
+                    "compile")
+
+
+@dataclass
+class TrainConfig:
+    """Every training default in one place. Defaults give a CPU demo at 32-64 px in minutes; for a
+    GPU run at 128-256 px raise channel_base/channel_max (16384/512 is StyleGAN2's config-f),
+    batch and kimg."""
+    # run
+    family: str = opt("stylegan2", "model family (only implemented ones run)", choices=FAMILIES)
+    data: str = opt("", "prepared data set directory (python -m engine prepare); empty = the built-in "
+                        "histosynth demo at --res, prepared on demand")
+    run_dir: str = opt("", "run directory (empty = <runs root>/<date>-<time>-<family>)")
+    res: int = opt(64, "image resolution in pixels (a power of two)", range=(8, 1024))
+    batch: int = opt(16, "images per step over all GPUs (split evenly across ranks)", range=(2, 65536))
+    kimg: float = opt(5.0, "training length in thousands of real images shown to D", range=(0.001, 1e6))
+    seed: int = opt(0, "random seed (a CPU run is reproducible bit for bit)", range=(0, 2**31 - 1))
+    device: str = opt("auto", "compute device", choices=("auto", "cpu", "cuda"))
+    # model
+    z_dim: int = opt(512, "latent z size (and class-embedding size)", range=(1, 4096))
+    w_dim: int = opt(512, "intermediate latent w size", range=(1, 4096))
+    n_mlp: int = opt(8, "mapping-network layers", range=(1, 16))
+    channel_base: int = opt(4096, "channels at a resolution = min(channel_base // res, channel_max)",
+                            range=(8, 1 << 20))
+    channel_max: int = opt(256, "maximum channels per layer", range=(1, 4096))
+    clamp: float = opt(0.9, "generator output clamp: images lie in [-clamp, clamp]", range=(0.1, 1.0))
+    mixing_prob: float = opt(0.9, "probability of intra-class style mixing per sample", range=(0.0, 1.0))
+    mbstd_group: int = opt(4, "minibatch-std group size in D", range=(1, 64))
+    # adversarial loss and regularisers
+    loss: str = opt("logistic", "D loss: non-saturating logistic or BCE with label smoothing",
+                    choices=("logistic", "bce"))
+    real_label: float = opt(0.9, "BCE real label (one-sided smoothing)", range=(0.5, 1.0))
+    r1_gamma: float = opt(15.0, "R1 weight gamma (0 = off)", range=(0.0, None))
+    r1_every: int = opt(8, "apply R1 every N D steps, scaled by N (lazy regularisation)",
+                        range=(1, 1000))
+    drift: float = opt(1e-3, "drift penalty weight on real logits squared", range=(0.0, None))
+    pl_weight: float = opt(0.0, "path-length regularisation weight (0 = off)", range=(0.0, None))
+    pl_every: int = opt(4, "apply path length every N G steps, scaled by N", range=(1, 1000))
+    pl_decay: float = opt(0.01, "EMA decay of the mean path length", range=(0.0, 1.0))
+    fm_weight: float = opt(0.1, "feature-matching weight (D features, real vs fake batch means)",
+                           range=(0.0, None))
+    perceptual_weight: float = opt(0.01, "perceptual loss weight in the domain-feature space "
+                                         "(only with the domain head)", range=(0.0, None))
+    stats_weight: float = opt(3e-3, "real-statistics EMA penalty weight", range=(0.0, None))
+    saturation_weight: float = opt(0.05, "saturation penalty weight", range=(0.0, None))
+    saturation_threshold: float = opt(0.6, "saturation penalty starts at |fake| above this",
+                                      range=(0.0, 1.0))
+    diversity_weight: float = opt(0.1, "batch-diversity (mode-seeking) penalty weight",
+                                  range=(0.0, None))
+    # ADA
+    ada: bool = opt(True, "adaptive discriminator augmentation (H&E-aware)")
+    ada_target: float = opt(0.6, "ADA target for acc = fraction of real logits > 0", range=(0.0, 1.0))
+    ada_kimg: float = opt(100.0, "ADA speed: kimg for p to move from 0 to 1", range=(0.001, None))
+    ada_p_max: float = opt(0.8, "ADA cap on p", range=(0.0, 1.0))
+    ada_freeze_kimg: float = opt(0.0, "freeze ADA p after this many kimg (0 = never)",
+                                 range=(0.0, None))
+    ada_interval: int = opt(4, "steps between ADA / alpha-gate / watchdog updates (one host sync "
+                               "each)", range=(1, 1000))
+    acc_ema_beta: float = opt(0.9, "EMA factor of acc per controller update (acc_ema)",
+                              range=(0.0, 0.9999))
+    # domain head and its alpha gate
+    domain_head: bool = opt(False, "add the frozen domain-feature head to D (needs a classifier)")
+    domain_features: str = opt("", "classifier.pt for the domain head (empty = <data>/classifier.pt)")
+    alpha_on: float = opt(0.78, "gate turns on when acc_ema >= this", range=(0.0, 1.0))
+    alpha_off: float = opt(0.70, "gate turns off when acc_ema <= this", range=(0.0, 1.0))
+    alpha_max: float = opt(0.5, "largest alpha of the domain logit", range=(0.0, 10.0))
+    alpha_tau: float = opt(0.05, "alpha moves by tau * (target - alpha) per update", range=(0.0, 1.0))
+    alpha_dalpha: float = opt(0.01, "largest alpha change per update", range=(0.0, 1.0))
+    alpha_dwell: int = opt(50, "updates the gate stays in a state before it may switch",
+                           range=(0, None))
+    alpha_freeze_kimg: float = opt(0.0, "freeze alpha after this many kimg (0 = never)",
+                                   range=(0.0, None))
+    watchdog_threshold: float = opt(0.75, "saturation watchdog fires when mean |fake| exceeds this",
+                                    range=(0.0, 1.0))
+    watchdog_factor: float = opt(0.5, "watchdog scales perceptual weight and alpha_max by this",
+                                 range=(0.0, 1.0))
+    # EMA generator and optimisers
+    ema_kimg: float = opt(0.0, "G_ema half-life in kimg (0 = use ema_beta per step instead)",
+                          range=(0.0, None))
+    ema_beta: float = opt(0.9995, "G_ema decay per step, used when ema_kimg is 0",
+                          range=(0.0, 0.999999))
+    ema_rampup: float = opt(0.05, "cap the G_ema half-life at this fraction of images shown so far, so "
+                                  "short runs are not dominated by the initial weights (0 = off)",
+                            range=(0.0, 1.0))
+    lr_g: float = opt(4e-4, "G learning rate (Adam)", range=(0.0, 1.0))
+    lr_d: float = opt(7e-5, "D learning rate (Adam)", range=(0.0, 1.0))
+    beta1: float = opt(0.0, "Adam beta1", range=(0.0, 0.9999))
+    beta2: float = opt(0.99, "Adam beta2", range=(0.0, 0.9999))
+    grad_clip: float = opt(1.0, "gradient-norm clip for G and D (0 = off)", range=(0.0, None))
+    lr_min_frac: float = opt(0.01, "cosine schedule floor as a fraction of the start lr",
+                             range=(0.0, 1.0))
+    # speed
+    amp: str = opt("auto", "mixed precision on a GPU (auto = bf16 when supported; CPU runs fp32)",
+                   choices=("auto", "bf16", "fp16", "off"))
+    compile: bool = opt(False, "torch.compile the G and D forward passes (GPU)")
+    channels_last: bool = opt(False, "channels-last memory format (GPU)")
+    workers: int = opt(1, "background threads gathering batches (0 = in the loop)", range=(0, 16))
+    # data sampling and outputs
+    samples_per_class_per_epoch: int = opt(0, "images per class per epoch of the balanced sampler "
+                                               "(0 = the sampler's default)", range=(0, None))
+    log_kimg: float = opt(0.1, "kimg between metrics_gan.csv rows", range=(0.001, None))
+    sample_kimg: float = opt(1.0, "kimg between sample grids", range=(0.001, None))
+    snap_kimg: float = opt(1.0, "kimg between checkpoints", range=(0.001, None))
+    keep_last: int = opt(3, "checkpoints kept (the newest ones)", range=(1, None))
+    grid_per_class: int = opt(8, "samples per class (columns) in the sample grids", range=(1, 64))
+
+    def check(self) -> None:
+        if self.family not in IMPLEMENTED_FAMILIES:
+            raise ConfigError(f"config field 'family' = {self.family!r} is not implemented yet; "
+                              f"implemented: {', '.join(IMPLEMENTED_FAMILIES)}")
+        if self.res & (self.res - 1):
+            raise ConfigError(f"config field 'res' must be a power of two between 8 and 1024 "
+                              f"(got {self.res})")
+        if self.channel_base < self.res:
+            raise ConfigError(f"config field 'channel_base' must be at least 'res' ({self.res}) so "
+                              f"every layer has a channel (got {self.channel_base})")
+        g = min(self.mbstd_group, self.batch)
+        if self.batch % g:
+            raise ConfigError(f"config field 'batch' must be a multiple of 'mbstd_group' "
+                              f"({self.mbstd_group}) (got {self.batch})")
+        if self.alpha_off >= self.alpha_on:
+            raise ConfigError(f"config fields 'alpha_off' ({self.alpha_off}) must be below "
+                              f"'alpha_on' ({self.alpha_on}) for the gate's hysteresis")

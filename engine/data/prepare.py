@@ -1,0 +1,303 @@
+"""`python -m engine prepare`: a data source -> a prepared data set directory (uint8 cache + splits).
+
+    DIR/images.npy          (N, size, size, 3) uint8, memory-mappable (np.load(..., mmap_mode="r"))
+    DIR/labels.npy          (N,) int64 class indices into dataset.json's class_names
+    DIR/splits/<s>.npy      sorted int64 indices for s in train, val, test, eval (eval is a subset of train)
+    DIR/files.csv           index, split, class, source (file path or histosynth patch name)
+    DIR/dataset.json        source, sizes, classes, counts, rejects, settings (see `prepare`)
+
+Everything is written into a temp directory beside DIR and renamed into place at the end, so a crash
+never leaves a half-written DIR and an existing DIR is replaced only by a complete new one.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import shutil
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from engine import config as C
+from engine.config import ConfigError, PrepareConfig
+from engine.data import quality
+from engine.data.sources import Reject, Source, fit_square, open_source
+from engine.utils import data_root, fsync_dir, read_json
+
+SPLITS = ("train", "val", "test", "eval")
+MAX_EXAMPLES = 5  # example paths kept per reject reason
+Progress = Callable[[int, int, str], None]
+
+
+def default_out(cfg: PrepareConfig) -> Path:
+    """<data root>/histosynth-<size> or <data root>/<folder name>-<size>."""
+    name = "histosynth" if cfg.source == "histosynth" else Path(cfg.source[len("folder:"):]).name or "folder"
+    return data_root() / f"{name}-{cfg.size}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Splits
+
+def _split_sizes(n: int, val_frac: float, test_frac: float) -> tuple[int, int]:
+    # Classes of 3+ patches get at least one val/test patch when the fraction is > 0, so every class
+    # is measured; train always keeps at least one.
+    k = [0 if f <= 0 or n < 3 else max(1, round(n * f)) for f in (val_frac, test_frac)]
+    while sum(k) > n - 1:
+        k[int(k[1] > k[0])] -= 1
+    return k[0], k[1]
+
+
+def make_splits(labels: np.ndarray, val_frac: float, test_frac: float, eval_frac: float,
+                seed: int) -> dict[str, np.ndarray]:
+    """Stratified, seeded splits: sorted index arrays; train/val/test partition all indices and `eval`
+    is a per-class random subset of train (real images held for metrics such as FID, not a 4th split)."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    out: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        nv, nt = _split_sizes(len(idx), val_frac, test_frac)
+        train = idx[nv + nt:]
+        ne = 0 if eval_frac <= 0 else min(len(train), max(1, round(len(train) * eval_frac)))
+        out["val"].append(idx[:nv])
+        out["test"].append(idx[nv:nv + nt])
+        out["train"].append(train)
+        out["eval"].append(rng.choice(train, ne, replace=False))
+    return {s: np.sort(np.concatenate(v)).astype(np.int64) if v else np.zeros(0, np.int64)
+            for s, v in out.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+
+def _shrink_npy(path: Path, n: int) -> None:
+    """Cut an .npy written with more rows than used down to its first n rows, in place.
+
+    The header is rewritten at its original length (padded with spaces, as the format allows) so the
+    data offset stays put; then the file is truncated. Avoids copying a multi-GB cache.
+    """
+    with open(path, "r+b") as f:
+        version = np.lib.format.read_magic(f)
+        shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                 else np.lib.format.read_array_header_2_0(f))
+        offset = f.tell()
+        shape = (n,) + tuple(shape[1:])
+        head = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": fortran, "shape": shape})
+        prefix = 10 if version == (1, 0) else 12
+        head = head.ljust(offset - prefix - 1) + "\n"
+        f.seek(prefix - (2 if version == (1, 0) else 4))
+        f.write(len(head).to_bytes(prefix - 8, "little") + head.encode("latin1"))
+        f.truncate(offset + n * int(np.prod(shape[1:])) * dtype.itemsize)
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in root.rglob("*"):
+        if p.is_file():
+            with open(p, "rb+") as f:
+                os.fsync(f.fileno())
+    for d in [root, *[p for p in root.rglob("*") if p.is_dir()]]:
+        fsync_dir(d)
+
+
+def _check_replaceable(out: Path) -> None:
+    # Never delete a directory we did not make: only an empty one or a prepared data set is replaced.
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "dataset.json").is_file())):
+        raise ConfigError(f"config field 'out': {out} exists and is not a prepared data set (no dataset.json); "
+                          "choose another path or remove it")
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    # rename() cannot replace a non-empty directory, so the old one steps aside first; a crash between
+    # the two renames leaves both complete copies beside `out`, never a partial one.
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    fsync_dir(out.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Prepare
+
+def prepare(cfg: PrepareConfig, progress: Progress | None = None) -> Path:
+    """Read `cfg.source`, filter, normalise, split and cache it; return the prepared directory.
+
+    `progress(done, total, message)` is called as items are processed (a few hundred times at most).
+    Raises ConfigError (one sentence naming the field or path) for a bad source, and when no usable
+    image remains. dataset.json records: source, synthetic (+ synthetic_label), size, class_names,
+    num_images, counts {split: {class: n}}, rejected {reason: n}, rejected_examples {reason: [path]},
+    empty_classes, dropped_classes, quality_filter, stain_norm, seed, created_at and the config.
+    """
+    from filelock import FileLock
+
+    C.validate(cfg)
+    src = open_source(cfg.source, cfg.per_class, cfg.seed, cfg.size)
+    out = (Path(cfg.out).expanduser() if cfg.out else default_out(cfg)).resolve()
+    _check_replaceable(out)
+    normalizer = None
+    if cfg.stain_norm != "none":
+        from engine.data.stain import StainNormalizer, load_reference
+
+        normalizer = StainNormalizer(cfg.stain_norm, load_reference(cfg.stain_reference))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with FileLock(str(out.parent / f".{out.name}.lock")):  # one writer per DIR (UI and CLI may race)
+        try:
+            info = _write(cfg, src, normalizer, tmp, progress)
+            _check_replaceable(out)
+            _swap_into_place(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return out
+
+
+def _write(cfg: PrepareConfig, src: Source, normalizer, tmp: Path, progress: Progress | None) -> dict:
+    size, min_size, total = cfg.size, cfg.min_size or cfg.size, len(src.items)
+    (tmp / "splits").mkdir(parents=True)
+    rejected: Counter[str] = Counter()
+    examples: dict[str, list[str]] = defaultdict(list)
+
+    def reject(reason: str, ref: str, detail: str = "") -> None:
+        rejected[reason] += 1
+        if len(examples[reason]) < MAX_EXAMPLES:
+            examples[reason].append(f"{ref} ({detail})" if detail else ref)
+
+    for reason, ref in src.skipped:
+        reject(reason, ref)
+    # Stream into a memmap sized for every item, then cut it to the kept count: 100k patches never sit
+    # in RAM, and no second copy of the cache is made.
+    images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
+                                       shape=(max(total, 1), size, size, 3))
+    labels, refs, n = [], [], 0
+    step, last = max(1, total // 200), 0.0
+    for k, (c, ref, img) in enumerate(src.decode(size, min_size), 1):
+        if isinstance(img, Reject):
+            reject(img.reason, ref, img.detail)
+        elif cfg.quality_filter and (why := quality.check(img, cfg)):
+            reject(why, ref)
+        else:
+            patch = fit_square(img, size)
+            images[n] = normalizer(patch) if normalizer else patch
+            labels.append(c)
+            refs.append(ref)
+            n += 1
+        if progress and (k % step == 0 or k == total) and (time.monotonic() - last > 0.05 or k == total):
+            last = time.monotonic()
+            progress(k, total, f"{src.class_names[c]}: {n} kept, {sum(rejected.values())} rejected")
+    images.flush()
+    del images
+    where = src.root or src.name
+    if n == 0:
+        why = ", ".join(f"{r} {k}" for r, k in rejected.most_common()) or "no image files"
+        raise ConfigError(f"nothing usable in {where}: every file was rejected ({why})")
+    _shrink_npy(tmp / "images.npy", n)
+
+    # Classes left without a single usable image are dropped, so every listed class can be sampled.
+    kept = sorted(set(labels))
+    remap = {old: new for new, old in enumerate(kept)}
+    class_names = [src.class_names[c] for c in kept]
+    dropped = [name for c, name in enumerate(src.class_names) if c not in remap]
+    labels_a = np.array([remap[c] for c in labels], dtype=np.int64)
+    np.save(tmp / "labels.npy", labels_a)
+    splits = make_splits(labels_a, cfg.val_frac, cfg.test_frac, cfg.eval_frac, cfg.seed)
+    for s, idx in splits.items():
+        np.save(tmp / "splits" / f"{s}.npy", idx)
+    split_of = np.empty(n, dtype=object)
+    for s in ("train", "val", "test"):
+        split_of[splits[s]] = s
+    with open(tmp / "files.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "split", "class", "source"])
+        w.writerows((i, split_of[i], class_names[labels_a[i]], refs[i]) for i in range(n))
+
+    info = {
+        "format": 1,
+        "source": src.name,
+        "synthetic": src.synthetic,
+        "synthetic_label": src.synthetic_label,
+        "size": size,
+        "class_names": class_names,
+        "num_images": n,
+        "counts": {s: {name: int((labels_a[idx] == c).sum()) for c, name in enumerate(class_names)}
+                   for s, idx in splits.items()},
+        "eval_subset_of": "train",
+        "rejected": dict(rejected.most_common()),
+        "rejected_examples": dict(examples),
+        "empty_classes": src.empty_classes,
+        "dropped_classes": dropped,
+        "quality_filter": {"enabled": cfg.quality_filter, "measured_on": "native resolution",
+                           **{f: getattr(cfg, f) for f in quality.REASONS.values()}},
+        "stain_norm": {"method": cfg.stain_norm, "reference": cfg.stain_reference or None,
+                       "passed_through": normalizer.passed if normalizer else 0},
+        "seed": cfg.seed,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": C.to_dict(cfg),
+    }
+    (tmp / "dataset.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")  # tmp dir: atomic as a whole
+    _fsync_tree(tmp)
+    return info
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+
+def summary_table(info: dict) -> str:
+    """Per-class counts per split, totals, and the rejects, as fixed-width text."""
+    names = info["class_names"]
+    w = max(5, *(len(n) for n in names))
+    head = f"{'class':<{w}} " + " ".join(f"{s:>7}" for s in SPLITS) + f" {'total':>7}"
+    rows = [head, "-" * len(head)]
+    counts = info["counts"]
+    for name in names + ["total"]:
+        vals = [sum(counts[s].values()) if name == "total" else counts[s][name] for s in SPLITS]
+        rows.append(f"{name:<{w}} " + " ".join(f"{v:>7}" for v in vals) + f" {vals[0] + vals[1] + vals[2]:>7}")
+    rows.append("(eval is a subset of train; total = train + val + test)")
+    rej = info.get("rejected") or {}
+    rows.append("rejected: " + (", ".join(f"{r} {k}" for r, k in rej.items()) if rej else "none"))
+    for key, label in (("empty_classes", "class folders with no images"),
+                       ("dropped_classes", "classes with no usable image")):
+        if info.get(key):
+            rows.append(f"{label}: {', '.join(info[key])}")
+    if info.get("stain_norm", {}).get("method", "none") != "none":
+        sn = info["stain_norm"]
+        rows.append(f"stain normalisation: {sn['method']} to {sn['reference']} "
+                    f"({sn['passed_through']} low-tissue tiles left unchanged)")
+    if info.get("synthetic"):
+        rows.append(f"synthetic: {info.get('synthetic_label')}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine prepare", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    C.add_arguments(parser, PrepareConfig)
+    cfg = C.from_args(PrepareConfig, parser.parse_args(argv))
+    from tqdm import tqdm
+
+    bar = None
+
+    def progress(done: int, total: int, msg: str) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="img", desc="prepare", mininterval=0.5)
+        bar.n = done
+        bar.set_postfix_str(msg, refresh=False)
+        bar.refresh()
+
+    try:
+        out = prepare(cfg, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    info = read_json(out / "dataset.json")
+    print(summary_table(info))
+    print(f"wrote {out} ({info['num_images']} patches of {info['size']} px)")
+    return 0

@@ -1,0 +1,266 @@
+"""Data sources: the built-in `histosynth` demo set and `folder:PATH` image trees (NCT-CRC-HE / ImageFolder).
+
+A source lists its items up front (cheap: file names only) and then decodes them one at a time, so that
+`prepare` can stream 100k patches into the cache without holding them in memory. A file that cannot be
+used is never fatal: `load()` returns a reject reason instead of an image, and `prepare` counts it.
+"""
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from engine.config import ConfigError
+
+NCT_CLASSES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")
+IMAGE_EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+TIFF_EXTS = (".tif", ".tiff")
+# Decompression bombs: a tile data set has no business holding a 100-megapixel image. PIL raises above
+# twice this number; we reject anything above it ourselves (reason `too_large`) before decoding.
+MAX_PIXELS = 64_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+# Reject reasons of the source (the quality filter adds its own, see engine.data.quality.REASONS).
+READ_REASONS = ("empty", "not_image", "unreadable", "too_small", "too_large", "outside_class_folder")
+
+
+class Reject(Exception):
+    """A file that cannot be used; `reason` is one of READ_REASONS, `detail` says why in words."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding any image file to uint8 RGB
+
+def to_rgb8(a: np.ndarray) -> np.ndarray:
+    """Any decoded array (H,W), (H,W,1..4) or planar (C,H,W); uint8/16, int, float, bool -> uint8 (H,W,3).
+
+    16-bit is scaled by 1/257 (full range), float in [0,1] by 255; alpha is composited on white, because
+    transparent areas of a tile are background, and background in H&E is bright.
+    """
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[0] in (1, 2, 3, 4) and a.shape[-1] not in (1, 2, 3, 4):
+        a = np.moveaxis(a, 0, -1)  # planar TIFF
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4):
+        raise Reject("unreadable", f"unsupported array shape {a.shape}")
+    if a.dtype == np.bool_:
+        a = a.astype(np.float32)
+    if a.dtype == np.uint8:
+        x = a.astype(np.float32)
+    elif a.dtype.kind == "f":
+        x = np.nan_to_num(a.astype(np.float32))
+        x = x * 255.0 if x.max(initial=0) <= 1.0 else x
+    elif a.dtype == np.uint16 or (a.dtype.kind in "iu" and a.max(initial=0) > 255):
+        x = a.astype(np.float32) / 257.0
+    else:
+        x = a.astype(np.float32)
+    x = np.clip(x, 0, 255)
+    c = x.shape[-1]
+    if c in (2, 4):  # colour + alpha
+        alpha = x[..., -1:] / 255.0
+        x = x[..., :-1] * alpha + 255.0 * (1.0 - alpha)
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    return np.ascontiguousarray(np.rint(x).astype(np.uint8))
+
+
+def _pil_array(im: Image.Image) -> np.ndarray:
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode == "1":
+        im = im.convert("L")
+    elif im.mode not in ("L", "LA", "RGB", "RGBA", "I", "F") and not im.mode.startswith("I;16"):
+        im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX ...
+    return np.asarray(im)
+
+
+def _check_size(path: Path, w: int, h: int, min_size: int) -> None:
+    if w * h > MAX_PIXELS:
+        raise Reject("too_large", f"{w}x{h} pixels is more than {MAX_PIXELS}")
+    if min(w, h) < min_size:
+        raise Reject("too_small", f"{w}x{h}, short side below {min_size}")
+
+
+def _read_tifffile(path: Path, min_size: int) -> np.ndarray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            shape = page.shape
+            hw = shape[1:3] if len(shape) == 3 and shape[0] in (1, 2, 3, 4) and shape[-1] > 4 else shape[:2]
+            _check_size(path, int(hw[1]), int(hw[0]), min_size)
+            return to_rgb8(page.asarray())
+    except Reject:
+        raise
+    except Exception as e:  # tifffile raises many types on corrupt input; any of them means unreadable
+        raise Reject("unreadable", f"{type(e).__name__}: {e}") from None
+
+
+def read_image(path: str | os.PathLike, min_size: int = 0) -> np.ndarray:
+    """Decode one image file to uint8 (H,W,3), or raise Reject with the reason.
+
+    PIL first; TIFFs PIL cannot read (unusual compressions, float or planar layouts) go to tifffile.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_EXTS:
+        raise Reject("not_image", f"extension {path.suffix or '(none)'} is not one of {', '.join(IMAGE_EXTS)}")
+    try:
+        if path.stat().st_size == 0:
+            raise Reject("empty", "file has 0 bytes")
+    except OSError as e:
+        raise Reject("unreadable", str(e)) from None
+    try:
+        with Image.open(path) as im:
+            _check_size(path, im.width, im.height, min_size)
+            im.load()  # a truncated file fails here, not at open()
+            return to_rgb8(_pil_array(im))
+    except Reject:
+        raise
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError ...
+        if path.suffix.lower() in TIFF_EXTS:
+            return _read_tifffile(path, min_size)
+        raise Reject("unreadable", f"{type(e).__name__}: {e}") from None
+
+
+def fit_square(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize so the short side is `size` (Lanczos, i.e. antialiased when shrinking), then centre-crop."""
+    h, w = img.shape[:2]
+    if (h, w) != (size, size):
+        s = size / min(h, w)
+        nw, nh = max(size, round(w * s)), max(size, round(h * s))
+        if (nw, nh) != (w, h):
+            img = np.asarray(Image.fromarray(img).resize((nw, nh), Image.Resampling.LANCZOS))
+        top, left = (nh - size) // 2, (nw - size) // 2
+        img = img[top:top + size, left:left + size]
+    return np.ascontiguousarray(img)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources
+
+@dataclass
+class Source:
+    """A listed data source. `items` are (class_index, ref); ref is a file path or a histosynth name."""
+
+    name: str
+    class_names: list[str]
+    items: list[tuple[int, str]]
+    synthetic: bool = False
+    synthetic_label: str | None = None
+    root: Path | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (reason, path) found while listing
+    empty_classes: list[str] = field(default_factory=list)
+
+    def decode(self, size: int, min_size: int) -> Iterator[tuple[int, str, np.ndarray | Reject]]:
+        """Yield (class_index, ref, image or Reject) for every item, in order.
+
+        Images come at their native resolution (the quality filter looks at them there: blur and JPEG
+        blocks are only visible before resizing); `fit_square(img, size)` makes the patch.
+        """
+        for c, ref in self.items:
+            try:
+                yield c, ref, read_image(ref, min_size)
+            except Reject as r:
+                yield c, ref, r
+
+
+class HistosynthSource(Source):
+    def __init__(self, per_class: int, seed: int):
+        from engine.data import histosynth as hs
+
+        self.per_class, self.seed = per_class, seed
+        super().__init__(name="histosynth", class_names=list(hs.CLASSES),
+                         items=[(c, "") for c in range(len(hs.CLASSES)) for _ in range(per_class)],
+                         synthetic=True, synthetic_label=hs.SYNTHETIC_LABEL)
+
+    def decode(self, size: int, min_size: int) -> Iterator[tuple[int, str, np.ndarray | Reject]]:
+        from engine.data import histosynth as hs
+
+        for img, c, name in hs.generate(size, self.per_class, self.seed):
+            yield int(c), str(name), np.ascontiguousarray(img, dtype=np.uint8)
+
+
+def class_order(names: list[str]) -> list[str]:
+    """NCT-CRC order when every class is an NCT class (a subset keeps that relative order), else sorted."""
+    if names and all(n in NCT_CLASSES for n in names):
+        return [n for n in NCT_CLASSES if n in names]
+    return sorted(names)
+
+
+def _walk_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Image files and other files under `folder` (recursive, sorted; hidden files and dirs ignored)."""
+    images, others = [], []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fn in sorted(filenames):
+            if fn.startswith("."):
+                continue  # .DS_Store, ._AppleDouble, editor swap files: not data
+            p = Path(dirpath) / fn
+            (images if p.suffix.lower() in IMAGE_EXTS else others).append(p)
+    return images, others
+
+
+def folder_source(path: str | os.PathLike, per_class: int = 0, seed: int = 0) -> Source:
+    """List an ImageFolder-like tree `<root>/<CLASS>/**/<image>`; class names are the sub-folder names.
+
+    `per_class` > 0 keeps a seeded random subset of that many files per class (the cap of PrepareConfig);
+    files directly under the root and non-image files are counted as skipped, never read.
+    """
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise ConfigError(f"config field 'source': folder {root} does not exist")
+    if not root.is_dir():
+        raise ConfigError(f"config field 'source': {root} is not a folder; expected <root>/<CLASS>/<images>")
+    root = root.resolve()
+    skipped = [("outside_class_folder", str(p)) for p in sorted(root.iterdir())
+               if p.is_file() and not p.name.startswith(".")]
+    class_dirs = {p.name: p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if not class_dirs:
+        raise ConfigError(f"config field 'source': folder {root} has no class sub-folders; "
+                          f"expected <root>/<CLASS>/<image files> ({', '.join(IMAGE_EXTS)})")
+    listed, empty = {}, []
+    for name, d in class_dirs.items():
+        images, others = _walk_images(d)
+        skipped += [("not_image", str(p)) for p in others]
+        if not images:
+            empty.append(name)
+            continue
+        if per_class and len(images) > per_class:
+            # A seeded subset, not the first N: files sorted by name are often grouped by patient/slide.
+            rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+            images = [images[i] for i in sorted(rng.choice(len(images), per_class, replace=False))]
+        listed[name] = images
+    names = class_order(list(listed))
+    items = [(c, str(p)) for c, n in enumerate(names) for p in listed[n]]
+    return Source(name=f"folder:{root}", class_names=names, items=items, root=root, skipped=skipped,
+                  empty_classes=sorted(empty))
+
+
+def open_source(source: str, per_class: int = 0, seed: int = 0, size: int = 64) -> Source:
+    """`histosynth` or `folder:PATH` -> a listed Source; anything else is a ConfigError."""
+    if source == "histosynth":
+        from engine.data.histosynth import SIZE_RANGE
+
+        if per_class < 1:
+            raise ConfigError("config field 'per_class' must be at least 1 for the histosynth source "
+                              f"(got {per_class})")
+        if not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
+            raise ConfigError(f"config field 'size' must be between {SIZE_RANGE[0]} and {SIZE_RANGE[1]} "
+                              f"for the histosynth source (got {size})")
+        return HistosynthSource(per_class, seed)
+    if source.startswith("folder:"):
+        if not source[len("folder:"):]:
+            raise ConfigError("config field 'source' is folder: with no path; use folder:/path/to/root")
+        return folder_source(source[len("folder:"):], per_class, seed)
+    raise ConfigError(f"config field 'source' must be one of: histosynth, folder:PATH (got {source!r})")

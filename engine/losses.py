@@ -1,0 +1,184 @@
+"""Adversarial losses and regularisers for the GAN trainers.
+
+Every function is pure: tensors in, a scalar tensor out, no weights (the caller multiplies by the
+config's weight). Logits are cast to float32 first so the losses stay accurate under bf16/fp16 autocast.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, autograd
+
+# ---------------------------------------------------------------------------- adversarial losses
+
+
+def d_loss_logistic(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Logistic D loss: softplus(-D(real)) + softplus(D(fake)), each averaged over the batch."""
+    return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
+
+
+def d_loss_bce(real_logits: Tensor, fake_logits: Tensor, real_label: float = 0.9) -> Tensor:
+    """BCE D loss with one-sided label smoothing: reals target `real_label`, fakes keep target 0.
+
+    Only the real side is smoothed (Salimans et al. 2016): smoothing the fake side would reward G
+    for samples D already rejects.
+    """
+    real, fake = real_logits.float(), fake_logits.float()
+    return (F.binary_cross_entropy_with_logits(real, torch.full_like(real, real_label))
+            + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+
+
+def g_loss_nonsaturating(fake_logits: Tensor) -> Tensor:
+    """Non-saturating G loss softplus(-D(G(z))): strong gradients while D still rejects the fakes."""
+    return F.softplus(-fake_logits.float()).mean()
+
+
+# ---------------------------------------------------------------------------- D regularisers
+
+
+def r1_penalty(real_logits: Tensor, real_img: Tensor) -> Tensor:
+    """R1: mean over the batch of ||d D(x)/dx||^2 at the reals (real_img must require grad).
+
+    The caller weights it by gamma/2 and, for lazy regularisation, applies it only every `r1_every`
+    D steps multiplied by `r1_every`: the expected gradient then equals applying it every step while
+    costing one double-backward per `r1_every` steps (StyleGAN2, section 4 "lazy regularization").
+    """
+    # Summing the logits gives every sample its own gradient in one backward, since D(x_i) depends
+    # only on x_i (minibatch-std couples samples slightly; accepted, as in every StyleGAN2 port).
+    (grad,) = autograd.grad(real_logits.float().sum(), real_img, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()
+
+
+def drift_penalty(real_logits: Tensor) -> Tensor:
+    """Drift: mean(D(real)^2), keeps D's logits near 0 (ProGAN's epsilon_drift)."""
+    return real_logits.float().pow(2).mean()
+
+
+# ---------------------------------------------------------------------------- G regularisers
+
+
+def path_length_penalty(fake_img: Tensor, ws: Tensor, mean_pl: Tensor, decay: float = 0.01,
+                        noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Path-length regulariser (StyleGAN2): keeps ||J_w^T y|| constant across w.
+
+    Args:
+        fake_img: G's output (N, C, H, W), built from `ws` with grad enabled.
+        ws: (N, num_ws, w_dim) latents that produced `fake_img` (requires grad).
+        mean_pl: running mean of the path lengths (0-dim tensor; keep it in the checkpoint).
+        decay: EMA rate of the running mean.
+        noise: the random image-space direction y; drawn when None (given by tests).
+    Returns:
+        (penalty, new_mean_pl): penalty = mean((|J^T y| - a)^2), new_mean_pl detached.
+    """
+    if noise is None:
+        # Dividing by sqrt(H*W) makes the lengths independent of the resolution.
+        noise = torch.randn_like(fake_img) / math.sqrt(fake_img.shape[2] * fake_img.shape[3])
+    (grad,) = autograd.grad((fake_img * noise).sum(), ws, create_graph=True)
+    lengths = grad.float().pow(2).sum(2).mean(1).sqrt()
+    # The running mean is updated from the detached lengths: it is a target, not a trained quantity.
+    new_mean = mean_pl.detach() + decay * (lengths.detach().mean() - mean_pl.detach())
+    return (lengths - new_mean).pow(2).mean(), new_mean
+
+
+def feature_matching_loss(real_feats: Sequence[Tensor], fake_feats: Sequence[Tensor]) -> Tensor:
+    """Feature matching (Salimans et al. 2016): L1 between batch means of D's features, averaged over layers.
+
+    Each layer's features are averaged over the batch only (positions and channels kept), so G is
+    pushed to match the first moment of every feature map; reals are detached (D is not trained here).
+    """
+    if len(real_feats) != len(fake_feats) or not real_feats:
+        raise ValueError(f"feature_matching_loss needs two equally long non-empty feature lists, "
+                         f"got {len(real_feats)} and {len(fake_feats)}")
+    terms = [(f.float().mean(0) - r.detach().float().mean(0)).abs().mean() for r, f in zip(real_feats, fake_feats)]
+    return torch.stack(terms).mean()
+
+
+def perceptual_loss(real_emb: Tensor, fake_emb: Tensor) -> Tensor:
+    """MSE between the batch-mean embeddings of reals (detached) and fakes in the domain-feature space.
+
+    Matching batch means (not pairs) because fakes have no paired real: this is a first-moment
+    feature-statistics loss in the frozen classifier's space.
+    """
+    return (fake_emb.float().mean(0) - real_emb.detach().float().mean(0)).pow(2).mean()
+
+
+def _channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    x = x.float().transpose(0, 1).flatten(1)  # (C, N*H*W)
+    return x.mean(1), x.std(1)
+
+
+def stats_penalty(fake: Tensor, mean: Tensor | Sequence[float], std: Tensor | Sequence[float]) -> Tensor:
+    """Squared error between the fakes' per-channel mean/std and target ones, averaged over channels."""
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=fake.device)
+    std = torch.as_tensor(std, dtype=torch.float32, device=fake.device)
+    f_mean, f_std = _channel_stats(fake)
+    return ((f_mean - mean).pow(2) + (f_std - std).pow(2)).mean()
+
+
+class RealStatsEMA:
+    """EMA of the reals' per-channel mean and std; `penalty(fake)` pulls the fakes' colour stats to it.
+
+    The stats stay on the reals' device (no host sync per step); `state_dict` converts them to plain
+    float lists so checkpoints load with torch.load(weights_only=True).
+    """
+
+    def __init__(self, beta: float = 0.99, channels: int = 3):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"RealStatsEMA beta must be in [0, 1), got {beta}")
+        self.beta, self.channels = beta, channels
+        self.mean: Tensor | None = None
+        self.std: Tensor | None = None
+        self.count = 0
+
+    @torch.no_grad()
+    def update(self, real: Tensor) -> None:
+        mean, std = _channel_stats(real)
+        if self.mean is None:  # first batch initialises: no bias toward an arbitrary start value
+            self.mean, self.std = mean.clone(), std.clone()
+        else:
+            self.mean = self.mean.to(mean.device).lerp_(mean, 1.0 - self.beta)
+            self.std = self.std.to(std.device).lerp_(std, 1.0 - self.beta)
+        self.count += 1
+
+    def penalty(self, fake: Tensor) -> Tensor:
+        """stats_penalty against the EMA; 0 (still in fake's graph) before the first update."""
+        if self.mean is None:
+            return fake.float().sum() * 0.0
+        self.mean, self.std = self.mean.to(fake.device), self.std.to(fake.device)  # once after a resume
+        return stats_penalty(fake, self.mean, self.std)
+
+    def state_dict(self) -> dict:
+        return {"beta": self.beta, "count": self.count,
+                "mean": None if self.mean is None else [float(v) for v in self.mean.tolist()],
+                "std": None if self.std is None else [float(v) for v in self.std.tolist()]}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.beta, self.count = float(d["beta"]), int(d["count"])
+        self.mean = None if d["mean"] is None else torch.tensor(d["mean"], dtype=torch.float32)
+        self.std = None if d["std"] is None else torch.tensor(d["std"], dtype=torch.float32)
+
+
+def saturation_penalty(fake: Tensor, threshold: float = 0.6) -> Tensor:
+    """mean(relu(|fake| - threshold)^2): discourages pixels drifting into G's output clamp, where
+    the clamp would stop their gradient."""
+    return F.relu(fake.float().abs() - threshold).pow(2).mean()
+
+
+def diversity_penalty(fake: Tensor, z: Tensor, y: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Mode-seeking penalty (Mao et al. 2019, MSGAN): mean over pairs of d_z / (d_img + eps).
+
+    Pairs are (i, i+1 mod N): O(N) memory even at 256 px. Distances are mean absolute differences.
+    Small when distinct latents give distinct images, large when G collapses them onto one mode.
+    With labels `y`, only same-class pairs count (the conditional MSGAN setting); 0 if there are none.
+    """
+    fake2, z2 = fake.roll(1, 0), z.roll(1, 0)
+    d_img = (fake.float() - fake2.float()).abs().flatten(1).mean(1)
+    d_z = (z.detach().float() - z2.detach().float()).abs().flatten(1).mean(1)
+    ratio = d_z / (d_img + eps)
+    if y is None:
+        return ratio.mean()
+    same = (y == y.roll(1, 0)).float()  # masked mean: no host sync to count the pairs
+    return (ratio * same).sum() / same.sum().clamp(min=1.0)

@@ -1,0 +1,322 @@
+"""The in-domain classifier: a small timm network trained from scratch on a prepared data set.
+
+It serves three purposes: the frozen `domain` feature space (engine.metrics.features), the GAN
+discriminator's domain head, and the downstream "does the sample look like its class" check.
+`python -m engine train-classifier --data DIR --out FILE` trains it; the file holds tensors and
+primitives only, so `torch.load(weights_only=True)` reads it.
+
+Default architecture `resnet10t` (timm): a ResNet with a 3-conv stem and one basic block per stage,
+~4.9 M parameters and 512-d penultimate features. It trains about 2x faster than resnet18 on a CPU at
+64 px and, since the domain head runs it on every D forward, it is also cheaper inside the GAN.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from engine.config import ConfigError, add_arguments, from_args, opt, validate
+from engine.utils import atomic_write_bytes, pick_device
+
+DEFAULT_ARCH = "resnet10t"
+FILE_NAME = "classifier.pt"
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class ClassifierConfig:
+    data: str = opt("", "prepared data set directory (from `python -m engine prepare`)")
+    out: str = opt("", f"output file (default: <data>/{FILE_NAME})")
+    arch: str = opt(DEFAULT_ARCH, "timm architecture, built from scratch (pretrained=False)")
+    epochs: int = opt(10, "passes over the training split", range=(1, 10000))
+    batch: int = opt(64, "images per step", range=(2, 4096))
+    lr: float = opt(2e-3, "AdamW peak learning rate (cosine decay to 0)", range=(1e-6, 1.0))
+    weight_decay: float = opt(0.05, "AdamW weight decay", range=(0.0, 1.0))
+    seed: int = opt(0, "seed for init, shuffling and augmentation", range=(0, 2**31 - 1))
+    device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
+    split: str = opt("train", "split to train on", choices=("train", "eval"))
+
+    def check(self) -> None:
+        import timm
+
+        if not self.data:
+            raise ConfigError("config field 'data' is required: the directory of a prepared data set "
+                              "(make one with `python -m engine prepare`)")
+        if not timm.is_model(self.arch):
+            raise ConfigError(f"config field 'arch' must be a timm architecture name such as resnet10t, "
+                              f"resnet18 or vit_small_patch16_224 (got {self.arch!r})")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"config field 'device' must be one of: auto, cpu, cuda, cuda:N, mps "
+                              f"(got {self.device!r})")
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+
+def build_classifier(arch: str, num_classes: int) -> nn.Module:
+    """A timm network with random init (never a download) and a `num_classes` head."""
+    import timm
+
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+
+
+class Classifier(nn.Module):
+    """A timm net plus the input handling it was trained with.
+
+    Takes float NCHW in [-1, 1] of any size: resized to `size` (antialiased bilinear, so a 256 px
+    sample is compared at the scale the classifier learned) and normalised by the training split's
+    per-channel mean/std. `forward` gives logits, `features` the penultimate (pooled) features.
+    """
+
+    def __init__(self, net: nn.Module, size: int, mean, std):
+        super().__init__()
+        self.net, self.size = net, int(size)
+        self.num_features = int(net.num_features)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()  # G may hand bf16 under autocast; resize and normalise in fp32
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return (x - self.mean) / self.std
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_head(self.net.forward_features(self.prepare(x)), pre_logits=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.prepare(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# Training helpers
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [-1, 1] (the lab's image convention)."""
+    return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random element of the square's symmetry group per sample: x-flip, y-flip and transpose, each
+    with prob 1/2, give all 8 flips/90-degree rotations uniformly (tissue has no preferred orientation)."""
+    bits = torch.rand(3, x.shape[0], 1, 1, 1, generator=gen, device=gen.device).to(x.device) < 0.5
+    x = torch.where(bits[0], x.flip(3), x)
+    x = torch.where(bits[1], x.flip(2), x)
+    return torch.where(bits[2], x.transpose(2, 3), x).contiguous()  # where() keeps the transposed strides
+
+
+def channel_stats(images, idx: np.ndarray, limit: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std in [-1, 1] space over (a sorted subset of) the training images."""
+    sub = np.sort(idx[np.linspace(0, len(idx) - 1, min(limit, len(idx))).astype(np.int64)])
+    x = to_float(torch.from_numpy(np.ascontiguousarray(images[sub])))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)  # a flat channel must not divide by zero
+    return x.mean(dim=(0, 2, 3)).tolist(), std.tolist()
+
+
+def cosine_lr(step: int, total: int, warmup: int) -> float:
+    """LR factor: linear warm-up (AdamW from scratch is unstable in its first steps), then cosine to 0."""
+    return min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
+def batches(images, idx: np.ndarray, batch: int, device: str):
+    """uint8 batches from the (memory-mapped) image array, read in sorted order for the page cache."""
+    for i in range(0, len(idx), batch):
+        sel = np.sort(idx[i:i + batch])
+        yield sel, torch.from_numpy(np.ascontiguousarray(images[sel])).to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images, labels: np.ndarray, idx: np.ndarray, num_classes: int,
+             device: str, batch: int = 256) -> tuple[float | None, list[list[int]]]:
+    """Accuracy and confusion matrix (rows = true class, columns = predicted) on `idx`."""
+    conf = torch.zeros(num_classes * num_classes, dtype=torch.int64)
+    model.eval()
+    for sel, x in batches(images, idx, batch, device):
+        pred = model(to_float(x)).argmax(1).cpu()
+        conf += torch.bincount(torch.from_numpy(labels[sel]) * num_classes + pred,
+                               minlength=num_classes * num_classes)
+    conf = conf.view(num_classes, num_classes)
+    acc = float(conf.diag().sum() / conf.sum()) if len(idx) else None
+    return acc, conf.tolist()
+
+
+def format_confusion(confusion: list[list[int]], class_names: list[str]) -> str:
+    """The confusion matrix as a text table: rows = true class, columns = predicted class."""
+    w = max(5, *(len(c) for c in class_names), *(len(str(v)) for r in confusion for v in r)) + 1
+    head = "true\\pred".ljust(w) + "".join(c.rjust(w) for c in class_names)
+    rows = [c.ljust(w) + "".join(str(v).rjust(w) for v in r) for c, r in zip(class_names, confusion)]
+    return "\n".join([head, *rows])
+
+
+def _load_data(data_dir: Path):
+    try:
+        from engine.data.dataset import load_prepared
+    except ImportError:  # TEMP until engine/data/dataset.py lands: same file layout, read directly
+        import json
+        from types import SimpleNamespace
+
+        if not (data_dir / "dataset.json").is_file():
+            raise ConfigError(f"config field 'data': {data_dir} is not a prepared data set "
+                              "(no dataset.json); make one with `python -m engine prepare`") from None
+        info = json.loads((data_dir / "dataset.json").read_text())
+        return SimpleNamespace(class_names=info["class_names"], size=info["size"],
+                               images=np.load(data_dir / "images.npy", mmap_mode="r"),
+                               labels=np.load(data_dir / "labels.npy"),
+                               splits={s: np.load(data_dir / "splits" / f"{s}.npy")
+                                       for s in ("train", "val", "test", "eval")})
+    return load_prepared(data_dir)
+
+
+# ----------------------------------------------------------------------------------------------
+# Train / save / load
+
+def train_classifier(data_dir, out=None, *, arch: str = DEFAULT_ARCH, epochs: int = 10, batch: int = 64,
+                     lr: float = 2e-3, weight_decay: float = 0.05, seed: int = 0, device: str = "auto",
+                     split: str = "train", progress: Progress | None = None) -> dict:
+    """Train the classifier on a prepared data set's `split`, evaluate on `val`, save to `out`.
+
+    Args:
+        data_dir: prepared data set directory (engine.data.dataset.load_prepared).
+        out: output file; None or "" -> <data_dir>/classifier.pt.
+        progress: optional callback progress(done_steps, total_steps, message).
+    Returns:
+        The saved `meta` dict (arch, num_classes, class_names, size, mean, std, val_acc, confusion, ...)
+        plus "out" (the file written).
+    """
+    cfg = validate(ClassifierConfig(data=str(data_dir), out=str(out or ""), arch=arch, epochs=epochs,
+                                    batch=batch, lr=lr, weight_decay=weight_decay, seed=seed,
+                                    device=device, split=split))
+    data_dir = Path(cfg.data)
+    out = Path(cfg.out) if cfg.out else data_dir / FILE_NAME
+    data = _load_data(data_dir)
+    names = list(data.class_names)
+    K, size = len(names), int(data.size)
+    labels = np.asarray(data.labels, dtype=np.int64)
+    train_idx, val_idx = np.asarray(data.splits[cfg.split]), np.asarray(data.splits.get("val", []))
+    if len(train_idx) < 2:
+        raise ConfigError(f"split '{cfg.split}' of {data_dir} has {len(train_idx)} images; "
+                          "the classifier needs at least 2")
+
+    dev = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator(dev if dev.startswith("cuda") else "cpu").manual_seed(cfg.seed)
+    mean, std = channel_stats(data.images, train_idx)
+    model = Classifier(build_classifier(cfg.arch, K), size, mean, std).to(dev)
+    opt_ = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Drop the last partial batch: a batch of 1 breaks BatchNorm. A split smaller than one batch is
+    # used whole.
+    bs = min(cfg.batch, len(train_idx))
+    per_epoch = len(train_idx) // bs
+    total = cfg.epochs * per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt_, lambda s: cosine_lr(s, total, max(1, min(100, total // 20))))
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.startswith("cuda"))
+
+    step, t0 = 0, time.time()
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = rng.permutation(train_idx)[:per_epoch * bs]
+        for sel, x in batches(data.images, perm, bs, dev):
+            y = torch.from_numpy(labels[sel]).to(dev)
+            with amp:
+                loss = F.cross_entropy(model(dihedral(to_float(x), gen)), y)
+            opt_.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_.step()
+            sched.step()
+            step += 1
+            if progress is not None:
+                progress(step, total, f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}")
+
+    val_acc, confusion = evaluate(model, data.images, labels, val_idx, K, dev)
+    meta = {"arch": cfg.arch, "num_classes": K, "class_names": names, "size": size,
+            "mean": mean, "std": std, "val_acc": val_acc, "val_n": int(len(val_idx)),
+            "confusion": confusion, "data_dir": str(data_dir.resolve()), "split": cfg.split,
+            "train_n": int(len(train_idx)), "epochs": cfg.epochs, "batch": bs, "lr": cfg.lr,
+            "weight_decay": cfg.weight_decay, "seed": cfg.seed, "device": dev,
+            "train_s": round(time.time() - t0, 2)}
+    state = {k: v.detach().cpu() for k, v in model.net.state_dict().items()}
+    buf = io.BytesIO()
+    torch.save({"state_dict": state, "meta": meta}, buf)
+    atomic_write_bytes(out, buf.getvalue())
+    return {**meta, "out": str(out)}
+
+
+def missing_message(path: str | Path, what: str = "classifier") -> str:
+    """Why a classifier file is needed, and the exact command that makes it."""
+    path = Path(path)
+    data = str(path.parent) if (path.parent / "dataset.json").is_file() else "DIR"
+    hint = "" if data != "DIR" else " (DIR = a prepared data set from `python -m engine prepare`)"
+    return (f"{what} file not found: {path}. Train it with "
+            f"`python -m engine train-classifier --data {data} --out {path}`{hint}. Without it, GAN "
+            "training runs with the domain head off (alpha 0) and metrics can use the `inception` "
+            "or `timm:<name>` feature spaces.")
+
+
+def load_classifier(path, device: str = "cpu") -> tuple[Classifier, dict]:
+    """Load a `train-classifier` file as (Classifier in eval mode on `device`, meta).
+
+    The Classifier takes float NCHW in [-1, 1] of any size (see Classifier). Raises
+    FileNotFoundError (with the command that makes the file) or ValueError (unreadable file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(missing_message(path))
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        meta = ckpt["meta"]
+        net = build_classifier(meta["arch"], int(meta["num_classes"]))
+        net.load_state_dict(ckpt["state_dict"])
+        model = Classifier(net, meta["size"], meta["mean"], meta["std"])
+    except Exception as e:  # a truncated, foreign or mismatched file: say which and how to fix it
+        raise ValueError(f"{path} is not a readable classifier file ({type(e).__name__}: {e}); "
+                         f"retrain it with `python -m engine train-classifier --data DIR --out {path}`"
+                         ) from None
+    return model.to(pick_device(device)).eval(), meta
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m engine train-classifier",
+        description="Train the in-domain classifier (domain feature space, D's domain head, downstream "
+                    "check) on a prepared data set; prints val accuracy and the confusion matrix.")
+    add_arguments(parser, ClassifierConfig)
+    cfg = from_args(ClassifierConfig, parser.parse_args(argv))
+    from tqdm import tqdm
+
+    bar = tqdm(unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int, msg: str) -> None:
+        bar.total = total
+        bar.set_postfix_str(msg, refresh=False)
+        bar.update(done - bar.n)
+
+    try:
+        kw = {k: v for k, v in asdict(cfg).items() if k not in ("data", "out")}
+        meta = train_classifier(cfg.data, cfg.out or None, **kw, progress=progress)
+    finally:
+        bar.close()
+    acc = "n/a (empty val split)" if meta["val_acc"] is None else f"{meta['val_acc']:.4f}"
+    print(f"{meta['arch']} on {meta['train_n']} {meta['split']} images, {meta['epochs']} epochs, "
+          f"{meta['train_s']:.1f} s on {meta['device']}")
+    print(f"val accuracy: {acc} ({meta['val_n']} images)")
+    print("confusion matrix (rows = true class, columns = predicted):")
+    print(format_confusion(meta["confusion"], meta["class_names"]))
+    print(f"saved {meta['out']}")
+    return 0

@@ -1,0 +1,222 @@
+"""What a training process tells the rest of the lab: metrics_gan.csv, status.json, events.jsonl.
+
+Everything here is written by rank 0 only and read by the UI while the run is alive, so every write
+is either an fsync'ed append of whole lines (CSV, events) or an atomic replace (status).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.utils import atomic_write_json, atomic_write_text, read_json
+
+# DESIGN "Run directory": exactly these columns, in this order; extras go after them.
+CSV_COLUMNS = ("epoch", "step", "kimg", "d_loss", "g_loss", "real_mu", "real_min", "real_max",
+               "fake_mu", "fake_min", "fake_max", "ada_p", "acc", "acc_ema", "alpha", "r1", "lr_g",
+               "lr_d", "img_per_s", "time_s")
+STATES = ("queued", "running", "stopping", "stopped", "finished", "failed")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _fmt(v: Any) -> str:
+    """CSV cell: '' for a value that does not apply (None / NaN), compact repr for numbers."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return repr(v) if v == 0 or 1e-4 <= abs(v) < 1e6 else f"{v:.9g}"
+    return str(v)
+
+
+class MetricsCSV:
+    """Append-only metrics file: header once, one row per log interval, flushed and fsync'ed per row."""
+
+    def __init__(self, path: str | os.PathLike, extras: tuple[str, ...] = ()):
+        self.path = Path(path)
+        self.columns = CSV_COLUMNS + tuple(c for c in extras if c not in CSV_COLUMNS)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), None)
+            if header and tuple(header) != self.columns:
+                self.columns = tuple(header)  # a resumed run keeps the header it started with
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, ",".join(self.columns) + "\n")
+
+    def write(self, row: dict[str, Any]) -> None:
+        line = ",".join(_fmt(row.get(c)) for c in self.columns) + "\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def truncate_csv(path: str | os.PathLike, max_step: int) -> int:
+    """Keep the header and the rows with step <= `max_step` (resume: curves never duplicate).
+
+    A torn last line (a kill mid-append) is dropped too. Returns the number of rows kept.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    if not lines:
+        return 0
+    header = lines[0] if lines[0].endswith("\n") else lines[0] + "\n"
+    cols = next(csv.reader(io.StringIO(header)))
+    i_step = cols.index("step")
+    kept = [header]
+    for line in lines[1:]:
+        if not line.endswith("\n"):
+            break  # torn append
+        cells = next(csv.reader(io.StringIO(line)), [])
+        try:
+            if len(cells) == len(cols) and int(float(cells[i_step])) <= max_step:
+                kept.append(line)
+        except ValueError:
+            continue
+    atomic_write_text(path, "".join(kept))
+    return len(kept) - 1
+
+
+def read_csv_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+class StatusWriter:
+    """status.json of a run: state, process identity (pid, pgid, create_time) and a heartbeat.
+
+    Times (started_at, heartbeat_at) are Unix seconds, as engine.jobs reads them.
+
+    A reader decides a run is alive when the pid exists with the same create_time (guards against
+    PID reuse) and the heartbeat is fresh. `heartbeat` rewrites the file at most once per `every_s`.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, *, enabled: bool = True, every_s: float = 1.0):
+        self.path = Path(run_dir) / "status.json"
+        self.enabled = enabled
+        self.every_s = every_s
+        self._last = 0.0
+        pid = os.getpid()
+        try:
+            import psutil
+
+            create_time = psutil.Process(pid).create_time()
+        except Exception:  # psutil missing or restricted: the pid alone still helps
+            create_time = None
+        self.data: dict[str, Any] = {"state": "running", "pid": pid, "pgid": os.getpgid(pid),
+                                     "create_time": create_time, "step": 0, "kimg": 0.0,
+                                     "started_at": time.time(), "heartbeat_at": time.time(),
+                                     "message": ""}
+
+    def set(self, state: str | None = None, *, message: str | None = None, step: int | None = None,
+            kimg: float | None = None) -> None:
+        if state is not None:
+            assert state in STATES, state
+            self.data["state"] = state
+        if message is not None:
+            self.data["message"] = message
+        if step is not None:
+            self.data["step"] = int(step)
+        if kimg is not None:
+            self.data["kimg"] = round(float(kimg), 6)
+        self.data["heartbeat_at"] = time.time()
+        self._last = time.monotonic()
+        if self.enabled:
+            atomic_write_json(self.path, self.data)
+
+    def heartbeat(self, step: int, kimg: float) -> None:
+        if time.monotonic() - self._last >= self.every_s:
+            self.set(step=step, kimg=kimg)
+
+
+def read_status(run_dir: str | os.PathLike) -> dict | None:
+    return read_json(Path(run_dir) / "status.json")
+
+
+def log_event(run_dir: str | os.PathLike, event: dict[str, Any], *, enabled: bool = True) -> None:
+    """Print an event and append it to <run_dir>/events.jsonl (one JSON object per line)."""
+    event = {"time": now_iso(), **event}
+    print(f"event: {json.dumps(event)}", flush=True)
+    if not enabled:
+        return
+    with open(Path(run_dir) / "events.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(event) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class Stats:
+    """Per-step statistics accumulated on the device; one host sync when a row is written.
+
+    `add(name, value)` averages over the interval; `add_min` / `add_max` keep extremes. Values may be
+    tensors (kept on the device) or floats. State round-trips through a checkpoint so that a
+    resumed run writes the same rows as an uninterrupted one.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.mins: dict[str, torch.Tensor] = {}
+        self.maxs: dict[str, torch.Tensor] = {}
+
+    def _t(self, v: Any) -> torch.Tensor:
+        return torch.as_tensor(v, dtype=torch.float32, device=self.device).detach().reshape(())
+
+    def add(self, name: str, value: Any) -> None:
+        v = self._t(value)
+        self.sums[name] = self.sums[name] + v if name in self.sums else v.clone()
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def add_min(self, name: str, value: Any) -> None:
+        v = self._t(value)
+        self.mins[name] = torch.minimum(self.mins[name], v) if name in self.mins else v.clone()
+
+    def add_max(self, name: str, value: Any) -> None:
+        v = self._t(value)
+        self.maxs[name] = torch.maximum(self.maxs[name], v) if name in self.maxs else v.clone()
+
+    def result(self, reduce_fn=None) -> dict[str, float]:
+        """Means / mins / maxs as floats (one device->host copy); `reduce_fn(sums, mins, maxs)` lets
+        DDP combine ranks first. Does not reset."""
+        names_s, names_n, names_x = sorted(self.sums), sorted(self.mins), sorted(self.maxs)
+        sums = torch.stack([self.sums[n] for n in names_s]) if names_s else None
+        mins = torch.stack([self.mins[n] for n in names_n]) if names_n else None
+        maxs = torch.stack([self.maxs[n] for n in names_x]) if names_x else None
+        if reduce_fn is not None:
+            sums, mins, maxs = reduce_fn(sums, mins, maxs)
+        out: dict[str, float] = {}
+        for names, vals, div in ((names_s, sums, True), (names_n, mins, False),
+                                 (names_x, maxs, False)):
+            if vals is None:
+                continue
+            for n, v in zip(names, vals.float().cpu().tolist()):
+                out[n] = v / self.counts[n] if div else v
+        return out
+
+    def state_dict(self) -> dict:
+        cpu = lambda d: {k: v.detach().cpu() for k, v in d.items()}  # noqa: E731
+        return {"sums": cpu(self.sums), "counts": dict(self.counts), "mins": cpu(self.mins),
+                "maxs": cpu(self.maxs)}
+
+    def load_state_dict(self, d: dict) -> None:
+        dev = lambda m: {k: v.to(self.device) for k, v in m.items()}  # noqa: E731
+        self.sums, self.mins, self.maxs = dev(d["sums"]), dev(d["mins"]), dev(d["maxs"])
+        self.counts = {k: int(v) for k, v in d["counts"].items()}

@@ -1,0 +1,249 @@
+"""`python -m engine train`: the conditional StyleGAN2-lite training loop.
+
+Read top to bottom: config -> run directory -> data -> models and optimisers -> (resume) -> steps
+(D step, G step, G_ema, controllers, CSV rows, grids, checkpoints, stop) -> finish. The models,
+losses and controllers live in their own modules; this file only wires them together.
+
+    python -m engine train --data DIR --run-dir runs/ID --res 64 --batch 16 --kimg 5
+    python -m engine train --resume runs/ID            # continue a stopped or killed run
+    torchrun --nproc_per_node=N -m engine train ...    # DDP, rank 0 writes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine import config as C
+from engine.config import ConfigError, TrainConfig
+from engine.train import dist
+from engine.train.checkpoint import export_generator, load_checkpoint, save_checkpoint
+from engine.train.data import Batches, load_training_data
+from engine.train.grid import save_grid
+from engine.train.logging import MetricsCSV, Stats, StatusWriter, log_event, truncate_csv
+from engine.train.step import GanTrainer, resolve_amp
+
+
+# ----------------------------------------------------------------------------------------------
+# Config and command line
+
+def parse_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
+    """Config from defaults <- --config JSON (or the run's config.json with --resume) <- flags."""
+    p = argparse.ArgumentParser(prog="python -m engine train",
+                                description="Train a class-conditional generator into a run directory.")
+    p.add_argument("--config", metavar="FILE.json", help="start from the fields of this JSON file")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint "
+                   f"(flags may change only: {', '.join(C.RESUMABLE_FIELDS)})")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
+    p.add_argument("--stop-after", type=int, default=0, metavar="STEPS",
+                   help="stop like a stop request after this many steps of this invocation")
+    C.add_arguments(p, TrainConfig)
+    args = p.parse_args(argv)
+    base: dict = {}
+    if args.resume:
+        cfg_path = Path(args.resume) / "config.json"
+        if not cfg_path.is_file():
+            raise ConfigError(f"--resume {args.resume}: no config.json there; it is not a run directory "
+                              "that started")
+        base = json.loads(cfg_path.read_text(encoding="utf-8"))
+        changed = [f for f in vars(args) if f in base and getattr(args, f) is not None
+                   and f not in C.RESUMABLE_FIELDS and f != "run_dir"]
+        if changed:
+            raise ConfigError(f"config field(s) {', '.join(changed)} cannot change on --resume; only "
+                              f"{', '.join(C.RESUMABLE_FIELDS)} can")
+        base["run_dir"] = str(Path(args.resume))
+    elif args.config:
+        base = C.to_dict(C.load(TrainConfig, args.config))
+    return C.from_args(TrainConfig, args, base), args
+
+
+def resolve(cfg: TrainConfig) -> tuple[torch.device, torch.dtype | None]:
+    """Device and autocast dtype; GPU-only choices fail here, before anything is written."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config field 'device' is 'cuda' but no GPU is visible; use auto or cpu")
+    device = torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    return device, resolve_amp(cfg.amp, device)
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    from engine.jobs import new_run_id
+
+    from engine.utils import runs_root
+    return runs_root() / new_run_id(cfg.family, cfg.res)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+class StopRequest:
+    """A `stop` file in the run dir or SIGTERM/SIGINT (the handler only sets a flag)."""
+
+    def __init__(self, run_dir: Path):
+        self.file, self.flag = run_dir / "stop", False
+        self._old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread (e.g. called from a test thread)
+                pass
+
+    def _handler(self, signum, frame) -> None:
+        self.flag = True
+
+    def requested(self) -> bool:
+        return self.flag or self.file.exists()
+
+    def restore(self) -> None:
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int:
+    """Run (or continue) training as configured; returns 0. Rank 0 writes the run directory."""
+    device, amp_dtype = resolve(cfg)
+    info = dist.init(device.type)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    if cfg.batch % info.world_size or (cfg.batch // info.world_size) % min(cfg.mbstd_group, cfg.batch // info.world_size):
+        raise ConfigError(f"config field 'batch' ({cfg.batch}) must split into {info.world_size} equal "
+                          f"per-GPU batches that are multiples of mbstd_group ({cfg.mbstd_group})")
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    # --- run directory (config.json is written once the data and models are known to be valid)
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    cfg.run_dir = str(run_dir)
+    if not resume and (run_dir / "config.json").exists():
+        raise ConfigError(f"config field 'run_dir': {run_dir} already holds a run; continue it with "
+                          f"--resume {run_dir} or choose another run dir")
+    main = info.is_main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            (run_dir / "stop").unlink(missing_ok=True)  # the stop that ended the previous session
+    status = StatusWriter(run_dir, enabled=main)
+    stop = StopRequest(run_dir)
+    try:
+        status.set("running", message="starting")
+        # --- data, models, optimisers, controllers
+        data = load_training_data(cfg)
+        batches = Batches(data, cfg, rank=info.rank, world_size=info.world_size, device=device)
+        T = GanTrainer(cfg, num_classes=len(data.class_names), device=device, amp_dtype=amp_dtype,
+                       info=info, data_dir=data.root)
+        stats = Stats(device)
+        step, time_s = 0, 0.0
+        if resume:
+            found = load_checkpoint(run_dir, map_location="cpu")
+            if found is not None:
+                ck, path = found
+                T.load_state_dict(ck)
+                batches.load_state_dict(ck["data"])
+                stats.load_state_dict(ck["stats"])
+                step, time_s = int(ck["step"]), float(ck["time_s"])
+                if info.rank > 0:  # ranks draw different noise; only rank 0's RNG was saved
+                    torch.manual_seed(cfg.seed + 7919 * info.rank + step)
+                print(f"resumed from {path} at step {step} ({step * cfg.batch / 1000:.3f} kimg)", flush=True)
+            else:
+                print(f"no whole checkpoint in {run_dir}; starting from step 0", flush=True)
+        elif info.rank > 0:
+            torch.manual_seed(cfg.seed + 7919 * info.rank)
+        if main:
+            C.save(cfg, run_dir / "config.json")
+            truncate_csv(run_dir / "metrics_gan.csv", step)  # rows after the checkpoint happen again
+        csv = MetricsCSV(run_dir / "metrics_gan.csv", extras=T.EXTRAS) if main else None
+        total_steps = T.total_steps
+        print(f"training {cfg.family} {cfg.res}px, {len(data.class_names)} classes, batch {cfg.batch} "
+              f"x {info.world_size} rank(s), {total_steps} steps ({cfg.kimg} kimg) on {device} "
+              f"(amp {amp_dtype}) -> {run_dir}", flush=True)
+
+        def every(kimg_interval: float) -> bool:  # did this step cross a multiple of the interval?
+            n = kimg_interval * 1000
+            return (step * cfg.batch) // n != ((step - 1) * cfg.batch) // n
+
+        def snapshot() -> None:
+            if main:
+                state = T.state_dict()
+                state.update(step=step, kimg=step * cfg.batch / 1000, time_s=time_s, data=batches.state_dict(),
+                             stats=stats.state_dict(), config=json.dumps(C.to_dict(cfg)))
+                save_checkpoint(run_dir, state, step, keep_last=cfg.keep_last)
+                export_generator(run_dir, T.G_ema, T.export_meta(data.class_names, step))
+
+        if main and step == 0:
+            save_grid(T.G_ema, run_dir / "samples" / f"step_{step:08d}.png", T.num_classes,
+                      cfg.grid_per_class, seed=cfg.seed)
+        status.set("running", message="", step=step, kimg=step * cfg.batch / 1000)
+        start_step, t_row, n_row = step, time.perf_counter(), step
+        t_last = time.perf_counter()
+        stopping = False
+        # --- the loop: one step = one D update and one G update on a global batch of cfg.batch
+        while step < total_steps:
+            real, y = batches.next()
+            T.train_step(real, y, step, stats)
+            step += 1
+            now = time.perf_counter()
+            time_s += now - t_last
+            t_last = now
+            kimg = step * cfg.batch / 1000
+            want_stop = stop.requested() or bool(stop_after and step - start_step >= stop_after)
+            if step % cfg.ada_interval == 0:  # controllers: one host sync per ada_interval steps
+                T.update_controls(step, kimg, on_event=lambda ev: log_event(run_dir, ev, enabled=main))
+            if info.enabled:  # every rank stops on the same step
+                want_stop = step % cfg.ada_interval == 0 and dist.any_flag(want_stop, device, info)
+            if every(cfg.log_kimg) or step == total_steps:
+                row = stats.result(T.reduce_stats)
+                stats.reset()
+                dt = max(now - t_row, 1e-9)
+                row.update(T.row_extras())
+                row.update(epoch=round(batches.epoch_float, 6), step=step, kimg=kimg,
+                           img_per_s=(step - n_row) * cfg.batch / dt, time_s=time_s)
+                t_row, n_row = now, step
+                if main:
+                    csv.write(row)
+                    print(f"step {step:>7d} kimg {kimg:8.3f}  d {row.get('d_loss', 0):.4f}  "
+                          f"g {row.get('g_loss', 0):.4f}  acc {row.get('acc', 0):.3f}  "
+                          f"p {T.ada.p:.3f}  {row['img_per_s']:.1f} img/s", flush=True)
+            if main and (every(cfg.sample_kimg) or step == total_steps):
+                save_grid(T.G_ema, run_dir / "samples" / f"step_{step:08d}.png", T.num_classes,
+                          cfg.grid_per_class, seed=cfg.seed)
+            if every(cfg.snap_kimg) or step == total_steps or want_stop:
+                snapshot()
+            status.heartbeat(step, kimg)
+            if want_stop and step < total_steps:
+                stopping = True
+                break
+        dist.barrier(info)
+        if stopping:
+            status.set("stopped", message=f"stopped at step {step}; resume continues from its checkpoint",
+                       step=step, kimg=step * cfg.batch / 1000)
+            print(f"stopped at step {step}", flush=True)
+        else:
+            status.set("finished", message="done", step=step, kimg=step * cfg.batch / 1000)
+            print(f"finished: {step} steps, {step * cfg.batch / 1000:.3f} kimg, {time_s:.1f} s", flush=True)
+        return 0
+    except BaseException as e:
+        status.set("failed", message=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        stop.restore()
+        dist.cleanup()
+
+
+def main(argv: list[str]) -> int:
+    cfg, args = parse_args(argv)
+    if args.dry_run:
+        print(json.dumps(C.to_dict(cfg), indent=2))
+        return 0
+    resolve(cfg)  # GPU-only values fail before anything is written
+    return train(cfg, resume=bool(args.resume), stop_after=args.stop_after)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,139 @@
+"""Data page: choose or prepare a data set; counts per class and split, rejects, preview, stain stats."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from engine.config import ConfigError, PrepareConfig, from_dict
+from engine.data import catalog
+from engine.utils import data_root
+
+st.title("Data")
+
+
+def _prepare_form() -> None:
+    with st.expander("Prepare a data set", expanded=not catalog.list_prepared()):
+        with st.form("prepare"):
+            kind = st.radio("source", ["histosynth", "folder"], horizontal=True,
+                            help="histosynth: built-in synthetic demo set. folder: an NCT-CRC-HE-100K / "
+                                 "CRC-VAL-HE-7K tree <root>/<CLASS>/*.tif or any ImageFolder tree.")
+            folder = st.text_input("folder path", placeholder="/data/NCT-CRC-HE-100K")
+            c1, c2, c3 = st.columns(3)
+            size = c1.number_input("size", 16, 1024, 64, step=16)
+            per_class = c2.number_input("per_class", 0, 100000, 200,
+                                        help="histosynth: patches per class; folder: cap per class (0 = all)")
+            seed = c3.number_input("seed", 0, 2**31 - 1, 0)
+            c4, c5 = st.columns(2)
+            quality_filter = c4.checkbox("quality_filter", True)
+            stain_norm = c5.selectbox("stain_norm", ["none", "macenko", "vahadane"])
+            stain_reference = st.text_input("stain_reference", help="reference tile for stain normalisation")
+            name = st.text_input("out", placeholder="name of the new data set (default: <source>-<size>)")
+            submitted = st.form_submit_button("Prepare", type="primary")
+        if not submitted:
+            return
+        source = "histosynth" if kind == "histosynth" else f"folder:{folder.strip()}"
+        default_name = f"{'histosynth' if kind == 'histosynth' else Path(folder.strip()).name or 'folder'}-{size}"
+        out = data_root() / (name.strip() or default_name)
+        try:
+            cfg = from_dict(PrepareConfig, dict(
+                source=source, out=str(out), size=int(size), per_class=int(per_class), seed=int(seed),
+                quality_filter=quality_filter, stain_norm=stain_norm, stain_reference=stain_reference.strip()))
+        except ConfigError as e:
+            st.error(str(e))
+            return
+        from engine.data.prepare import prepare
+
+        bar = st.progress(0.0, text="Preparing...")
+
+        def progress(done: int, total: int, msg: str = "") -> None:
+            bar.progress(min(1.0, done / max(total, 1)), text=f"{msg} {done}/{total}".strip())
+
+        try:
+            path = prepare(cfg, progress=progress)
+        except (ConfigError, FileNotFoundError, ValueError) as e:
+            bar.empty()
+            st.error(str(e))
+            return
+        bar.empty()
+        st.session_state["data_dir"] = str(path)
+        st.toast(f"Prepared {path.name}")
+
+
+def _show(path: Path) -> None:
+    from engine.data.dataset import load_prepared
+
+    try:
+        data = load_prepared(path)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        st.error(str(e))
+        return
+    info = data.info
+    if info.get("synthetic"):
+        st.info(info.get("synthetic_label") or "histosynth: synthetic demo data, not real tissue")
+    m = st.columns(4)
+    m[0].metric("classes", len(data.class_names))
+    m[1].metric("size", f"{data.size} px")
+    m[2].metric("patches", int(len(data.labels)))
+    m[3].metric("rejected", int(sum((info.get("rejected") or {}).values())))
+    st.caption(f"source `{info.get('source')}` · seed {info.get('seed')} · stain normalisation "
+               f"{(info.get('stain_norm') or {}).get('method', 'none') if isinstance(info.get('stain_norm'), dict) else info.get('stain_norm', 'none')}"
+               f" · `{path}`")
+
+    counts = catalog.counts_table(info)
+    left, right = st.columns([2, 3])
+    left.subheader("Patches per class and split")
+    left.dataframe(counts, width="stretch")
+    fig = go.Figure([go.Bar(name=s, x=list(counts.index[:-1]), y=list(counts[s].iloc[:-1]))
+                     for s in counts.columns if s != "eval"])
+    fig.update_layout(barmode="stack", height=320, margin=dict(l=10, r=10, t=30, b=10),
+                      title="train / val / test per class")
+    right.plotly_chart(fig, width="stretch", key="counts_chart")
+
+    st.subheader("Rejected files")
+    rej = catalog.rejects_table(info)
+    if rej.empty:
+        st.caption("No file was rejected.")
+    else:
+        st.dataframe(rej, width="stretch", hide_index=True)
+
+    st.subheader("Preview (one row per class)")
+    c1, c2 = st.columns([1, 4])
+    per_class = c1.slider("per class", 4, 16, 8)
+    seed = c1.number_input("preview seed", 0, 10_000, 0)
+    grid = catalog.preview_grid(data.images, data.labels, data.splits["train"], len(data.class_names),
+                                per_class=per_class, seed=int(seed))
+    c2.image(grid, caption=" · ".join(f"row {i + 1}: {c}" for i, c in enumerate(data.class_names)),
+             width="stretch" if data.size < 128 else "content")
+
+    st.subheader("Stain statistics")
+    _stain(data)
+
+
+def _stain(data) -> None:
+    from engine.data.stain import stain_stats_table
+
+    df = stain_stats_table(data, per_class=64)
+    st.dataframe(df, width="stretch")
+    cols = [c for c in ("od_r", "od_g", "od_b") if c in df.columns]
+    if cols:
+        fig = go.Figure([go.Bar(name=c, x=list(df.index), y=list(df[c])) for c in cols])
+        fig.update_layout(barmode="group", height=300, margin=dict(l=10, r=10, t=30, b=10),
+                          title="mean optical density per class (R, G, B)")
+        st.plotly_chart(fig, width="stretch", key="stain_chart")
+
+
+_prepare_form()
+sets = catalog.list_prepared()
+if not sets:
+    st.info(f"No prepared data set in `{data_root()}` yet. Prepare the built-in `histosynth` demo set "
+            "above (a few seconds), or point it at a folder of H&E patches, or run "
+            "`python -m engine prepare --source histosynth --size 64`.")
+else:
+    names = [str(p) for p in sets]
+    current = st.session_state.get("data_dir")
+    index = names.index(current) if current in names else 0
+    chosen = st.selectbox("data set", names, index=index, format_func=catalog.describe)
+    st.session_state["data_dir"] = chosen
+    _show(Path(chosen))

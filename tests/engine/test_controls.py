@@ -1,0 +1,109 @@
+import io
+
+import pytest
+import torch
+
+from engine.train.controls import AlphaGate, SaturationWatchdog
+
+
+def roundtrip(state):
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def test_gate_switches_on_only_after_dwell():
+    gate = AlphaGate(dwell=3)
+    assert gate.update(0.9, 0.0) == 0.0 and not gate.enabled
+    gate.update(0.9, 0.0)
+    assert not gate.enabled  # 2 updates in the off state: too early
+    gate.update(0.9, 0.0)
+    assert gate.enabled and gate.alpha == pytest.approx(0.01)  # first step clipped to dalpha
+    assert AlphaGate(dwell=0).update(0.78, 0.0) > 0  # exactly `on` switches on
+
+
+def test_gate_hysteresis_between_off_and_on():
+    gate = AlphaGate(dwell=0)
+    gate.update(0.75, 0.0)
+    assert not gate.enabled  # below on: stays off
+    gate.update(0.8, 0.0)
+    assert gate.enabled
+    for acc in (0.75, 0.71, 0.77):  # between off and on: stays on
+        gate.update(acc, 0.0)
+        assert gate.enabled
+    gate.update(0.70, 0.0)
+    assert not gate.enabled
+
+
+def test_gate_dwell_also_delays_switching_off():
+    gate = AlphaGate(dwell=2)
+    for _ in range(2):
+        gate.update(0.9, 0.0)
+    assert gate.enabled
+    gate.update(0.5, 0.0)
+    assert gate.enabled  # only 1 update in the on state
+    gate.update(0.5, 0.0)
+    assert not gate.enabled
+
+
+def test_gate_alpha_rate_limits():
+    gate = AlphaGate(alpha_max=0.5, tau=0.05, dalpha=0.01, dwell=0)
+    prev = 0.0
+    for _ in range(300):
+        a = gate.update(0.9, 0.0)
+        assert 0 <= a - prev <= 0.01 + 1e-12 and a <= 0.5
+        prev = a
+    assert a > 0.45  # converges toward alpha_max
+    # small gap: the tau term, not the clip, sets the step: 0.05 * (0.1 - 0)
+    small = AlphaGate(alpha_max=0.1, tau=0.05, dalpha=0.01, dwell=0)
+    assert small.update(0.9, 0.0) == pytest.approx(0.005)
+    # off: alpha decays toward 0 at most dalpha per update
+    gate.update(0.1, 0.0)
+    assert not gate.enabled and prev - gate.alpha == pytest.approx(0.01)
+
+
+def test_gate_freeze_and_force_off():
+    gate = AlphaGate(dwell=0, freeze_kimg=2.0)
+    gate.update(0.9, 1.0)
+    alpha = gate.alpha
+    assert gate.update(0.9, 2.0) == alpha and gate.update(0.1, 3.0) == alpha and gate.enabled
+    gate = AlphaGate(dwell=5)
+    for _ in range(5):
+        gate.update(0.9, 0.0)
+    gate.force_off()
+    assert not gate.enabled
+    gate.update(0.9, 0.0)
+    assert not gate.enabled  # dwell restarts after a forced switch
+
+
+def test_gate_state_dict_weights_only():
+    gate = AlphaGate(dwell=1)
+    for _ in range(4):
+        gate.update(0.9, 0.0)
+    gate.alpha_max *= 0.5
+    other = AlphaGate()
+    other.load_state_dict(roundtrip(gate.state_dict()))
+    assert (other.alpha, other.enabled, other.in_state, other.alpha_max) == \
+        (gate.alpha, gate.enabled, gate.in_state, gate.alpha_max)
+    assert other.update(0.9, 0.0) == gate.update(0.9, 0.0)
+    with pytest.raises(ValueError, match="off < on"):
+        AlphaGate(on=0.7, off=0.8)
+
+
+def test_watchdog_fires_above_threshold_only():
+    dog = SaturationWatchdog(threshold=0.75, factor=0.5)
+    assert dog.check(0.5, 1) is None and dog.check(0.75, 2) is None
+    ev = dog.check(0.8, 3)
+    assert ev == {"step": 3, "fake_abs_mean": 0.8, "perceptual_scale": 0.5, "alpha_max_scale": 0.5, "events": 1}
+    assert dog.check(torch.tensor(0.9), 4)["events"] == 2  # a 0-dim tensor is accepted too
+
+
+def test_watchdog_cooldown_and_state():
+    dog = SaturationWatchdog(cooldown=10)
+    assert dog.check(0.9, 100) is not None
+    assert dog.check(0.9, 105) is None
+    other = SaturationWatchdog(cooldown=10)
+    other.load_state_dict(roundtrip(dog.state_dict()))
+    assert other.check(0.9, 109) is None
+    assert other.check(0.9, 110)["events"] == 2

@@ -1,0 +1,72 @@
+"""PreparedData, PatchDataset, BalancedClassSampler, uint8_to_float, demo set."""
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import ConfigError, PrepareConfig
+from engine.data.dataset import (BalancedClassSampler, PatchDataset, default_demo_dir, ensure_demo,
+                                 load_prepared, uint8_to_float)
+from engine.data.prepare import prepare
+
+
+@pytest.fixture
+def data(tmp_path):
+    return load_prepared(prepare(PrepareConfig(source="histosynth", size=32, per_class=5, out=str(tmp_path / "d"))))
+
+
+def test_patch_dataset_range_and_values(data):
+    ds = PatchDataset(data, "train")
+    assert len(ds) == len(data.splits["train"])
+    x, y = ds[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and isinstance(y, int)
+    assert -1 <= x.min() < 0 < x.max() <= 1
+    back = ((x.permute(1, 2, 0) + 1) * 127.5).round().to(torch.uint8).numpy()
+    assert np.array_equal(back, data.images[data.splits["train"][0]]) and y == data.labels[data.splits["train"][0]]
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=8)))
+    assert batch[0].shape == (8, 3, 32, 32)
+    with pytest.raises(ConfigError, match="split"):
+        PatchDataset(data, "holdout")
+
+
+def test_uint8_to_float():
+    x = torch.tensor([0, 255, 128], dtype=torch.uint8).view(1, 1, 3, 1).expand(2, 1, 3, 3).permute(0, 1, 3, 2)
+    y = uint8_to_float(x, device="cpu")
+    assert y.shape == (2, 3, 1, 3) and y[0, 0, 0, 0] == -1 and y[0, 1, 0, 0] == 1
+    assert uint8_to_float(np.zeros((1, 4, 4, 3), np.uint8)).shape == (1, 3, 4, 4)
+
+
+def test_balanced_sampler():
+    labels = np.array([0] * 50 + [1] * 3 + [2] * 10)
+    s = BalancedClassSampler(labels, 8, seed=1)
+    idx = list(s)
+    assert len(idx) == len(s) == 24
+    assert Counter(labels[idx].tolist()) == {0: 8, 1: 8, 2: 8}
+    assert sorted(Counter(i for i in idx if labels[i] == 1).values()) == [2, 3, 3]  # small class: even repeats
+    assert len(set(i for i in idx if labels[i] == 0)) == 8  # large class: no repeats within an epoch
+    assert idx == list(BalancedClassSampler(labels, 8, seed=1))
+    s.set_epoch(1)
+    assert list(s) != idx
+    assert labels[idx].tolist() != sorted(labels[idx].tolist())  # classes are shuffled together
+    with pytest.raises(ConfigError):
+        BalancedClassSampler(labels, 0)
+
+
+def test_load_prepared_errors(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        load_prepared(tmp_path / "nope")
+    assert str(tmp_path / "nope") in str(e.value) and "python -m engine prepare" in str(e.value)
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "dataset.json").write_text('{"class_names": ["A"], "size": 32}')
+    with pytest.raises(ConfigError, match="incomplete or damaged"):
+        load_prepared(tmp_path / "half")
+
+
+def test_ensure_demo_prepares_once(monkeypatch):
+    p = ensure_demo(size=32, per_class=2)
+    assert p == default_demo_dir(32) and load_prepared(p).images.shape == (18, 32, 32, 3)
+    mtime = (p / "dataset.json").stat().st_mtime_ns
+    assert ensure_demo(size=32, per_class=2) == p and (p / "dataset.json").stat().st_mtime_ns == mtime
+    ensure_demo(size=32, per_class=3)  # another request rebuilds it
+    assert load_prepared(p).images.shape[0] == 27

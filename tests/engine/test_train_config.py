@@ -1,0 +1,70 @@
+import dataclasses
+import json
+
+import pytest
+
+from engine import config as C
+from engine.__main__ import main as cli
+from engine.config import ConfigError, TrainConfig
+
+
+def test_defaults_are_valid_and_documented():
+    cfg = C.validate(TrainConfig())
+    for f in dataclasses.fields(cfg):
+        assert f.metadata.get("help"), f"field {f.name} has no help text"
+    # the spec's defaults, in one place
+    assert (cfg.lr_g, cfg.lr_d, cfg.beta1, cfg.beta2) == (4e-4, 7e-5, 0.0, 0.99)
+    assert (cfg.r1_gamma, cfg.r1_every, cfg.drift, cfg.clamp, cfg.mixing_prob) == (15.0, 8, 1e-3, 0.9, 0.9)
+    assert (cfg.alpha_on, cfg.alpha_off, cfg.watchdog_threshold, cfg.ema_beta) == (0.78, 0.70, 0.75, 0.9995)
+    assert cfg.domain_head is False and cfg.family == "stylegan2"
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("r1_gamma", -1, "between 0.0 and inf"),
+    ("res", 4, "between 8 and 1024"),
+    ("res", 48, "power of two"),
+    ("loss", "hinge", "one of: logistic, bce"),
+    ("family", "ddpm", "not implemented yet; implemented: stylegan2"),
+    ("batch", 6, "multiple of 'mbstd_group'"),
+    ("alpha_off", 0.9, "'alpha_off' (0.9) must be below 'alpha_on'"),
+    ("mixing_prob", 1.5, "between 0.0 and 1.0"),
+])
+def test_bad_values_name_field_and_range(field, value, needle):
+    with pytest.raises(ConfigError) as e:
+        C.from_dict(TrainConfig, {field: value})
+    assert field in str(e.value) and needle in str(e.value)
+
+
+def test_cli_bad_value_exits_2_before_anything_is_written(tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = cli(["train", "--run-dir", str(run), "--r1-gamma", "-3"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "r1_gamma" in err and "between 0.0 and inf" in err
+    assert not run.exists()
+
+
+def test_cli_gpu_only_amp_on_cpu_exits_2(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rc = cli(["train", "--run-dir", str(tmp_path / "r"), "--amp", "bf16"])
+    assert rc == 2 and "'amp'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_prints_resolved_config_with_config_file_and_flags(tmp_path, capsys):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"res": 32, "batch": 8, "r1_gamma": 2.5}))
+    rc = cli(["train", "--config", str(f), "--batch", "12", "--dry-run"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert out["res"] == 32 and out["batch"] == 12 and out["r1_gamma"] == 2.5  # flags override the file
+    assert set(out) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def test_unknown_key_in_config_file_is_an_error(tmp_path, capsys):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"r1_gama": 1}))
+    assert cli(["train", "--config", str(f), "--dry-run"]) == 2
+    assert "r1_gama" in capsys.readouterr().err
