@@ -32,6 +32,9 @@ if os.environ.get("HISTOGEN_AUTO_DEMO", "1") != "0":
 
 pages = [
     st.Page("pages/data.py", title="Data", icon=":material/dataset:", url_path="data", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    st.Page("pages/samples.py", title="Samples", icon=":material/photo_library:", url_path="samples"),
+    st.Page("pages/style_mixing.py", title="Style mixing", icon=":material/tune:", url_path="style-mixing"),
 ]
 pg = st.navigation(pages)
 

@@ -15,6 +15,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("engine.data.prepare", "prepare a data set (histosynth demo or a folder) into a cache"),
     "train": ("engine.train.loop", "train a generator (stylegan2 ...) into a run directory"),
     "train-classifier": ("engine.metrics.classifier", "train the in-domain classifier"),
+    "jobs": ("engine.jobs", "start / stop / resume / list background training runs"),
+    "sample": ("engine.sampling", "per-class samples (PNGs + manifest.csv + grid) or style mixes from a run"),
+    "evaluate": ("engine.metrics.evaluate", "FID/KID/PR/IS, LPIPS, downstream, memorisation, colour of a run"),
 }
 
 

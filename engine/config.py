@@ -195,7 +195,7 @@ class PrepareConfig:
     source: str = opt("histosynth", SOURCES_HELP)
     out: str = opt("", "output directory of the prepared data set (default: <data root>/<source>-<size>)")
     size: int = opt(64, "patch size in pixels (resized / centre-cropped)", range=(16, 1024))
-    per_class: int = opt(200, "patches per class for histosynth; cap per class for folders (0 = all)",
+    per_class: int = opt(0, "patches per class: for histosynth (0 = 200); a cap for folders (0 = all)",
                          range=(0, None))
     seed: int = opt(0, "seed for histosynth and the split shuffle", range=(0, 2**31 - 1))
     val_frac: float = opt(0.1, "fraction of each class held out for validation", range=(0.0, 0.5))
@@ -216,6 +216,8 @@ class PrepareConfig:
                                     range=(0, 1))
     stain_norm: str = opt("none", "stain normalisation", choices=("none", "macenko", "vahadane"))
     stain_reference: str = opt("", "reference tile for stain normalisation (an image path)")
+    workers: int = opt(0, "processes decoding images (0 = one per CPU core, at most 8; 1 = none)",
+                       range=(0, 64))
 
     def check(self) -> None:
         if not (self.source == "histosynth" or self.source.startswith("folder:")):

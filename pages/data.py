@@ -22,8 +22,9 @@ def _prepare_form() -> None:
             folder = st.text_input("folder path", placeholder="/data/NCT-CRC-HE-100K")
             c1, c2, c3 = st.columns(3)
             size = c1.number_input("size", 16, 1024, 64, step=16)
-            per_class = c2.number_input("per_class", 0, 100000, 200,
-                                        help="histosynth: patches per class; folder: cap per class (0 = all)")
+            per_class = c2.number_input("per_class", 0, 100000, 0,
+                                        help="histosynth: patches per class (0 = 200); "
+                                             "folder: cap per class (0 = all)")
             seed = c3.number_input("seed", 0, 2**31 - 1, 0)
             c4, c5 = st.columns(2)
             quality_filter = c4.checkbox("quality_filter", True)

@@ -149,11 +149,14 @@ def ensure_demo(size: int = 64, per_class: int = 200, seed: int = 0,
     damaged or was made with another per_class / seed."""
     from engine.config import PrepareConfig
     from engine.data.prepare import prepare
+    from engine.data.sources import HISTOSYNTH_PER_CLASS
 
     out = default_demo_dir(size)
     try:
         cfg = load_prepared(out).info.get("config", {})
-        if (cfg.get("source"), cfg.get("per_class"), cfg.get("seed")) == ("histosynth", per_class, seed):
+        per_class_made = cfg.get("per_class") or HISTOSYNTH_PER_CLASS
+        made = (cfg.get("source"), cfg.get("size"), per_class_made, cfg.get("seed"))
+        if made == ("histosynth", size, per_class, seed):
             return out
     except (FileNotFoundError, ConfigError):
         pass

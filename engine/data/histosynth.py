@@ -165,22 +165,22 @@ def _back(rng, n, X, Y):
 
 
 def _deb(rng, n, X, Y):
-    h = np.clip(0.18 + 0.15 * _noise(rng, n, 5), 0.03, None)  # smudged, dissolved chromatin
-    e = np.clip(rng.uniform(0.35, 0.55) + 0.1 * _noise(rng, n, 6), 0.05, None)
-    x, y = _scatter(rng, rng.integers(26, 36), jitter=0.5)  # ghost cells / red cells, packed
+    h = np.clip(0.1 + 0.12 * _noise(rng, n, 5), 0.02, None)  # smudged, dissolved chromatin
+    e = np.clip(rng.uniform(0.15, 0.3) + 0.1 * _noise(rng, n, 6), 0.05, None)
+    x, y = _scatter(rng, rng.integers(18, 28), jitter=0.5)  # ghost cells / red cells, packed
     k = len(x)
-    r = rng.uniform(0.009, 0.017, k)
+    r = rng.uniform(0.013, 0.024, k)
     ang = rng.uniform(0, 3.2, k)
-    _stamp(e, x, y, r, r * rng.uniform(0.6, 1.0, k), ang, rng.uniform(0.6, 1.4, k), rim=rng.uniform(0, 0.4, k))
+    _stamp(e, x, y, r, r * rng.uniform(0.6, 1.0, k), ang, rng.uniform(0.6, 1.3, k), rim=rng.uniform(0, 0.3, k))
     _stamp(h, x, y, r, r * 0.8, ang, rng.uniform(0, 0.5, k) ** 2)  # some ghosts keep a purple tinge
     # karyorrhexis: dark nuclear fragments of every size, in clumps
     c = rng.integers(8, 20)
     cx, cy = _uniform_pts(rng, c)
-    k = rng.integers(120, 300)
+    k = rng.integers(80, 250)
     j = rng.integers(0, c, k)
     x, y = cx[j] + rng.normal(0, 0.05, k), cy[j] + rng.normal(0, 0.05, k)
-    r = rng.uniform(0.003, 0.014, k)
-    _stamp(h, x, y, r, r * rng.uniform(0.4, 1.0, k), rng.uniform(0, 3.2, k), rng.uniform(0.6, 1.6, k))
+    r = rng.uniform(0.004, 0.013, k)
+    _stamp(h, x, y, r, r * rng.uniform(0.4, 1.0, k), rng.uniform(0, 3.2, k), rng.uniform(0.8, 1.7, k))
     _clear(h, e, _tears(rng, n, rng.uniform(1.2, 3.0)))
     return h, e
 
@@ -403,18 +403,22 @@ def render(class_index: int, size: int, seed: int) -> np.ndarray:
 
 
 def patch_seed(seed: int, class_index: int, i: int) -> int:
-    """Seed of patch i of a class in the demo set `seed` (a hash, so sets for different seeds differ)."""
+    """Seed of patch i of a class in the demo set `seed`: a hash, so sets, classes and indices never share."""
     return int(np.random.SeedSequence([int(seed), int(class_index), int(i)]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def generate(size: int, per_class: int, seed: int):
     """Yield (image uint8 HWC, class_index, name) for per_class patches of every class, class by class.
 
-    Names look like 'ADI-histosynth-s0-00012' (class, source, set seed, patch index).
+    Patch i of class c is render(c, size, patch_seed(seed, c, i)); names look like
+    'ADI-histosynth-s0-00012' (class, source, set seed, patch index). Arguments are checked at once.
     """
     _check("size", size, *SIZE_RANGE)
-    if per_class < 0:
-        raise ValueError(f"histosynth: per_class must be >= 0, got {per_class!r}")
-    for c, cls in enumerate(CLASSES):
-        for i in range(per_class):
-            yield render(c, size, patch_seed(seed, c, i)), c, f"{cls}-histosynth-s{seed}-{i:05d}"
+    _check("per_class", per_class, 0, 10**6)
+    _check("seed", seed, 0, 2**63 - 1)
+
+    def patches():
+        for c, cls in enumerate(CLASSES):
+            for i in range(per_class):
+                yield render(c, size, patch_seed(seed, c, i)), c, f"{cls}-histosynth-s{seed}-{i:05d}"
+    return patches()

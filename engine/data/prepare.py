@@ -20,15 +20,16 @@ import shutil
 import time
 import uuid
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from engine import config as C
 from engine.config import ConfigError, PrepareConfig
 from engine.data import quality
-from engine.data.sources import Reject, Source, fit_square, open_source
+from engine.data.sources import IMAGE_EXTS, Reject, Source, fit_square, open_source
 from engine.utils import data_root, fsync_dir, read_json
 
 SPLITS = ("train", "val", "test", "eval")
@@ -124,6 +125,49 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# Per-item work, inline or in worker processes
+
+PARALLEL_MIN = 256  # below this many items, starting worker processes costs more than it saves
+_job: tuple | None = None  # (source, cfg, normalizer) of this worker process
+
+
+def _init_worker(job: tuple) -> None:
+    global _job
+    _job = job
+
+
+def _one(k: int, job: tuple | None = None) -> tuple[np.ndarray | None, str, str]:
+    """Item k -> (patch, "" or "stain_passed_through", "") or (None, reject reason, detail)."""
+    src, cfg, normalizer = job or _job
+    try:
+        img = src.load(k, cfg.size, cfg.min_size or cfg.size)
+    except Reject as r:
+        return None, r.reason, r.detail
+    if cfg.quality_filter and (why := quality.check(img, cfg)):
+        return None, why, ""
+    patch = fit_square(img, cfg.size)
+    if normalizer is None:
+        return patch, "", ""
+    out = normalizer(patch)
+    return out, "stain_passed_through" if out is patch else "", ""
+
+
+@contextmanager
+def _results(src: Source, cfg: PrepareConfig, normalizer, total: int) -> Iterator:
+    """Results of `_one` for every item, in item order (so the output does not depend on `workers`)."""
+    workers = cfg.workers or min(8, os.cpu_count() or 1)
+    job = (src, cfg, normalizer)
+    if workers <= 1 or total < PARALLEL_MIN:
+        yield (_one(k, job) for k in range(total))
+        return
+    import multiprocessing as mp
+
+    # spawn, not fork: prepare also runs inside the Streamlit server, whose threads must not be forked.
+    with mp.get_context("spawn").Pool(workers, _init_worker, (job,)) as pool:
+        yield pool.imap(_one, range(total), chunksize=16)
+
+
+# ----------------------------------------------------------------------------------------------
 # Prepare
 
 def prepare(cfg: PrepareConfig, progress: Progress | None = None) -> Path:
@@ -149,8 +193,11 @@ def prepare(cfg: PrepareConfig, progress: Progress | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     with FileLock(str(out.parent / f".{out.name}.lock")):  # one writer per DIR (UI and CLI may race)
+        # Holding the lock, any temp or old copy beside DIR is debris of a killed run: clear it.
+        for junk in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")]:
+            shutil.rmtree(junk, ignore_errors=True)
         try:
-            info = _write(cfg, src, normalizer, tmp, progress)
+            _write(cfg, src, normalizer, tmp, progress)
             _check_replaceable(out)
             _swap_into_place(tmp, out)
         except BaseException:
@@ -159,8 +206,8 @@ def prepare(cfg: PrepareConfig, progress: Progress | None = None) -> Path:
     return out
 
 
-def _write(cfg: PrepareConfig, src: Source, normalizer, tmp: Path, progress: Progress | None) -> dict:
-    size, min_size, total = cfg.size, cfg.min_size or cfg.size, len(src.items)
+def _write(cfg: PrepareConfig, src: Source, normalizer, tmp: Path, progress: Progress | None) -> None:
+    size, total = cfg.size, len(src.items)
     (tmp / "splits").mkdir(parents=True)
     rejected: Counter[str] = Counter()
     examples: dict[str, list[str]] = defaultdict(list)
@@ -176,27 +223,30 @@ def _write(cfg: PrepareConfig, src: Source, normalizer, tmp: Path, progress: Pro
     # in RAM, and no second copy of the cache is made.
     images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
                                        shape=(max(total, 1), size, size, 3))
-    labels, refs, n = [], [], 0
+    labels, refs, n, passed = [], [], 0, 0
     step, last = max(1, total // 200), 0.0
-    for k, (c, ref, img) in enumerate(src.decode(size, min_size), 1):
-        if isinstance(img, Reject):
-            reject(img.reason, ref, img.detail)
-        elif cfg.quality_filter and (why := quality.check(img, cfg)):
-            reject(why, ref)
-        else:
-            patch = fit_square(img, size)
-            images[n] = normalizer(patch) if normalizer else patch
-            labels.append(c)
-            refs.append(ref)
-            n += 1
-        if progress and (k % step == 0 or k == total) and (time.monotonic() - last > 0.05 or k == total):
-            last = time.monotonic()
-            progress(k, total, f"{src.class_names[c]}: {n} kept, {sum(rejected.values())} rejected")
+    with _results(src, cfg, normalizer, total) as results:
+        for k, (patch, why, detail) in enumerate(results, 1):
+            c, ref = src.items[k - 1]
+            if patch is None:
+                reject(why, ref, detail)
+            else:
+                images[n] = patch
+                labels.append(c)
+                refs.append(ref)
+                n += 1
+                passed += why == "stain_passed_through"
+            if progress and (k % step == 0 or k == total) and (time.monotonic() - last > 0.05 or k == total):
+                last = time.monotonic()
+                progress(k, total, f"{src.class_names[c]}: {n} kept, {sum(rejected.values())} rejected")
     images.flush()
     del images
     where = src.root or src.name
+    if n == 0 and not rejected:
+        raise ConfigError(f"nothing usable in {where}: its class folders hold no image files "
+                          f"({', '.join(IMAGE_EXTS)})")
     if n == 0:
-        why = ", ".join(f"{r} {k}" for r, k in rejected.most_common()) or "no image files"
+        why = ", ".join(f"{r} {k}" for r, k in rejected.most_common())
         raise ConfigError(f"nothing usable in {where}: every file was rejected ({why})")
     _shrink_npy(tmp / "images.npy", n)
 
@@ -236,14 +286,14 @@ def _write(cfg: PrepareConfig, src: Source, normalizer, tmp: Path, progress: Pro
         "quality_filter": {"enabled": cfg.quality_filter, "measured_on": "native resolution",
                            **{f: getattr(cfg, f) for f in quality.REASONS.values()}},
         "stain_norm": {"method": cfg.stain_norm, "reference": cfg.stain_reference or None,
-                       "passed_through": normalizer.passed if normalizer else 0},
+                       "passed_through": passed},
         "seed": cfg.seed,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": C.to_dict(cfg),
     }
-    (tmp / "dataset.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")  # tmp dir: atomic as a whole
+    # A plain write: the whole temp dir is renamed into place atomically.
+    (tmp / "dataset.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     _fsync_tree(tmp)
-    return info
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,8 +310,11 @@ def summary_table(info: dict) -> str:
         vals = [sum(counts[s].values()) if name == "total" else counts[s][name] for s in SPLITS]
         rows.append(f"{name:<{w}} " + " ".join(f"{v:>7}" for v in vals) + f" {vals[0] + vals[1] + vals[2]:>7}")
     rows.append("(eval is a subset of train; total = train + val + test)")
-    rej = info.get("rejected") or {}
-    rows.append("rejected: " + (", ".join(f"{r} {k}" for r, k in rej.items()) if rej else "none"))
+    rej, examples = info.get("rejected") or {}, info.get("rejected_examples") or {}
+    rows.append("rejected: " + ("none" if not rej else f"{sum(rej.values())} files"))
+    for r, k in rej.items():
+        ex = (examples.get(r) or [""])[0]
+        rows.append(f"  {r:<21} {k:>7}" + (f"  e.g. {ex[:160]}" if ex else ""))
     for key, label in (("empty_classes", "class folders with no images"),
                        ("dropped_classes", "classes with no usable image")):
         if info.get(key):

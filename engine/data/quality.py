@@ -16,10 +16,12 @@ REASONS = {"saturated": "max_saturation", "low_entropy": "min_entropy", "blur": 
            "low_tissue": "min_tissue_ratio", "blocky": "max_blockiness", "dct_blocky": "max_dct_blockiness"}
 
 
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
 def grey(img: np.ndarray) -> np.ndarray:
     """ITU-R 601 luma as float32 in [0, 255]."""
-    x = img.astype(np.float32)
-    return x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
+    return img.astype(np.float32) @ _LUMA
 
 
 def optical_density(img: np.ndarray, io: float = 240.0) -> np.ndarray:
@@ -32,16 +34,20 @@ def tissue_mask(img: np.ndarray, beta: float = 0.15) -> np.ndarray:
     return (optical_density(img) >= beta).all(axis=-1)
 
 
+def _grey(img: np.ndarray) -> np.ndarray:
+    return img if img.ndim == 2 else grey(img)  # measures accept a precomputed grey image too
+
+
 def laplacian_var(img: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian of the grey image; low = blurred or flat."""
-    g = grey(img)
+    g = _grey(img)
     lap = g[1:-1, :-2] + g[1:-1, 2:] + g[:-2, 1:-1] + g[2:, 1:-1] - 4.0 * g[1:-1, 1:-1]
     return float(lap.var()) if lap.size else 0.0
 
 
 def entropy(img: np.ndarray) -> float:
     """Shannon entropy (bits) of the 256-bin grey histogram; 0 for a constant image, at most 8."""
-    hist = np.bincount(np.rint(grey(img)).astype(np.uint8).ravel(), minlength=256).astype(np.float64)
+    hist = np.bincount(np.rint(_grey(img)).astype(np.uint8).ravel(), minlength=256).astype(np.float64)
     p = hist[hist > 0] / hist.sum()
     return float(-(p * np.log2(p)).sum())
 
@@ -61,7 +67,7 @@ def blockiness(img: np.ndarray) -> float:
     JPEG codes every 8x8 block on its own, so strong compression leaves steps at multiples of 8 that
     are absent elsewhere. Flat images (no gradients at all) score 1.
     """
-    g = grey(img)
+    g = _grey(img)
     dx, dy = np.abs(np.diff(g, axis=1)), np.abs(np.diff(g, axis=0))
     if dx.shape[1] < 16 or dy.shape[0] < 16:
         return 1.0
@@ -100,7 +106,7 @@ def dct_blockiness(img: np.ndarray, zero: float = 0.5) -> float:
     small on every grid, score ~0 instead of looking compressed. `zero` is in grey levels of the
     orthonormal DCT, above the 0.29 rms that rounding to uint8 alone leaves.
     """
-    g = grey(img)
+    g = _grey(img)
     if min(g.shape) < 20:
         return 0.0
     return max(0.0, _zero_share(g, zero) - _zero_share(g[4:, 4:], zero))
@@ -108,9 +114,9 @@ def dct_blockiness(img: np.ndarray, zero: float = 0.5) -> float:
 
 def measure(img: np.ndarray) -> dict[str, float]:
     """Every quality measure of one uint8 (H,W,3) patch, keyed like the config fields they are checked by."""
-    return {"laplacian_var": laplacian_var(img), "entropy": entropy(img), "tissue_ratio": tissue_ratio(img),
-            "saturation": saturation(img), "blockiness": blockiness(img),
-            "dct_blockiness": dct_blockiness(img)}
+    g = grey(img)
+    return {"laplacian_var": laplacian_var(g), "entropy": entropy(g), "tissue_ratio": tissue_ratio(img),
+            "saturation": saturation(img), "blockiness": blockiness(g), "dct_blockiness": dct_blockiness(g)}
 
 
 def check(img: np.ndarray, cfg: Any) -> str | None:
@@ -120,14 +126,15 @@ def check(img: np.ndarray, cfg: Any) -> str | None:
     """
     if saturation(img) > cfg.max_saturation:
         return "saturated"
-    if entropy(img) < cfg.min_entropy:
+    g = grey(img)
+    if entropy(g) < cfg.min_entropy:
         return "low_entropy"
-    if laplacian_var(img) < cfg.min_laplacian_var:
+    if laplacian_var(g) < cfg.min_laplacian_var:
         return "blur"
     if cfg.min_tissue_ratio > 0 and tissue_ratio(img) < cfg.min_tissue_ratio:
         return "low_tissue"
-    if blockiness(img) > cfg.max_blockiness:
+    if blockiness(g) > cfg.max_blockiness:
         return "blocky"
-    if dct_blockiness(img) > cfg.max_dct_blockiness:
+    if dct_blockiness(g) > cfg.max_dct_blockiness:
         return "dct_blocky"
     return None

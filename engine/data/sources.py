@@ -10,8 +10,6 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
-
 import numpy as np
 from PIL import Image
 
@@ -20,12 +18,14 @@ from engine.config import ConfigError
 NCT_CLASSES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")
 IMAGE_EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TIFF_EXTS = (".tif", ".tiff")
-# Decompression bombs: a tile data set has no business holding a 100-megapixel image. PIL raises above
-# twice this number; we reject anything above it ourselves (reason `too_large`) before decoding.
-MAX_PIXELS = 64_000_000
+# Decompression bombs: a tile data set has no business holding a 25-megapixel image (and the quality
+# filter's float copies of one would cost ~1 GB per worker). PIL raises above twice this number; we
+# reject anything above it ourselves (reason `too_large`) before decoding.
+MAX_PIXELS = 25_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 # Reject reasons of the source (the quality filter adds its own, see engine.data.quality.REASONS).
+HISTOSYNTH_PER_CLASS = 200  # histosynth patches per class when per_class is 0 (the default)
 READ_REASONS = ("empty", "not_image", "unreadable", "too_small", "too_large", "outside_class_folder")
 
 
@@ -84,7 +84,7 @@ def _pil_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im)
 
 
-def _check_size(path: Path, w: int, h: int, min_size: int) -> None:
+def _check_size(w: int, h: int, min_size: int) -> None:
     if w * h > MAX_PIXELS:
         raise Reject("too_large", f"{w}x{h} pixels is more than {MAX_PIXELS}")
     if min(w, h) < min_size:
@@ -99,7 +99,7 @@ def _read_tifffile(path: Path, min_size: int) -> np.ndarray:
             page = tif.pages[0]
             shape = page.shape
             hw = shape[1:3] if len(shape) == 3 and shape[0] in (1, 2, 3, 4) and shape[-1] > 4 else shape[:2]
-            _check_size(path, int(hw[1]), int(hw[0]), min_size)
+            _check_size(int(hw[1]), int(hw[0]), min_size)
             return to_rgb8(page.asarray())
     except Reject:
         raise
@@ -122,12 +122,14 @@ def read_image(path: str | os.PathLike, min_size: int = 0) -> np.ndarray:
         raise Reject("unreadable", str(e)) from None
     try:
         with Image.open(path) as im:
-            _check_size(path, im.width, im.height, min_size)
+            _check_size(im.width, im.height, min_size)
             im.load()  # a truncated file fails here, not at open()
             return to_rgb8(_pil_array(im))
     except Reject:
         raise
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError ...
+    except Image.DecompressionBombError as e:
+        raise Reject("too_large", str(e)) from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error ...
         if path.suffix.lower() in TIFF_EXTS:
             return _read_tifffile(path, min_size)
         raise Reject("unreadable", f"{type(e).__name__}: {e}") from None
@@ -162,33 +164,32 @@ class Source:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (reason, path) found while listing
     empty_classes: list[str] = field(default_factory=list)
 
-    def decode(self, size: int, min_size: int) -> Iterator[tuple[int, str, np.ndarray | Reject]]:
-        """Yield (class_index, ref, image or Reject) for every item, in order.
+    def load(self, k: int, size: int, min_size: int) -> np.ndarray:
+        """Item k as uint8 (H,W,3) at its native resolution, or raise Reject.
 
-        Images come at their native resolution (the quality filter looks at them there: blur and JPEG
-        blocks are only visible before resizing); `fit_square(img, size)` makes the patch.
+        The quality filter looks at images before resizing (blur and JPEG blocks are only visible
+        there); `fit_square(img, size)` then makes the patch.
         """
-        for c, ref in self.items:
-            try:
-                yield c, ref, read_image(ref, min_size)
-            except Reject as r:
-                yield c, ref, r
+        return read_image(self.items[k][1], min_size)
 
 
 class HistosynthSource(Source):
+    """The built-in procedural set; item k = patch i of class c, rendered at the requested size."""
+
     def __init__(self, per_class: int, seed: int):
         from engine.data import histosynth as hs
 
         self.per_class, self.seed = per_class, seed
         super().__init__(name="histosynth", class_names=list(hs.CLASSES),
-                         items=[(c, "") for c in range(len(hs.CLASSES)) for _ in range(per_class)],
+                         items=[(c, f"{name}-histosynth-s{seed}-{i:05d}")  # the names hs.generate gives
+                                for c, name in enumerate(hs.CLASSES) for i in range(per_class)],
                          synthetic=True, synthetic_label=hs.SYNTHETIC_LABEL)
 
-    def decode(self, size: int, min_size: int) -> Iterator[tuple[int, str, np.ndarray | Reject]]:
+    def load(self, k: int, size: int, min_size: int) -> np.ndarray:
         from engine.data import histosynth as hs
 
-        for img, c, name in hs.generate(size, self.per_class, self.seed):
-            yield int(c), str(name), np.ascontiguousarray(img, dtype=np.uint8)
+        c, i = divmod(k, self.per_class)
+        return hs.render(c, size, hs.patch_seed(self.seed, c, i))
 
 
 def class_order(names: list[str]) -> list[str]:
@@ -252,13 +253,10 @@ def open_source(source: str, per_class: int = 0, seed: int = 0, size: int = 64) 
     if source == "histosynth":
         from engine.data.histosynth import SIZE_RANGE
 
-        if per_class < 1:
-            raise ConfigError("config field 'per_class' must be at least 1 for the histosynth source "
-                              f"(got {per_class})")
         if not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
             raise ConfigError(f"config field 'size' must be between {SIZE_RANGE[0]} and {SIZE_RANGE[1]} "
                               f"for the histosynth source (got {size})")
-        return HistosynthSource(per_class, seed)
+        return HistosynthSource(per_class or HISTOSYNTH_PER_CLASS, seed)
     if source.startswith("folder:"):
         if not source[len("folder:"):]:
             raise ConfigError("config field 'source' is folder: with no path; use folder:/path/to/root")

@@ -193,14 +193,39 @@ def stain_stats(images: np.ndarray, seed: int = 0) -> dict[str, Any]:
 
 
 def stain_stats_by_class(images: np.ndarray, labels: np.ndarray, class_names: list[str],
-                         max_per_class: int = 64, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """`stain_stats` of up to `max_per_class` random tiles of each class (e.g. of a PreparedData split)."""
+                         max_per_class: int = 64, seed: int = 0,
+                         indices: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """`stain_stats` of up to `max_per_class` random tiles of each class, drawn from `indices` (default:
+    all). Only the drawn tiles are read, so `images` may be a memory-mapped cache of any size."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
+    pool = np.arange(len(labels)) if indices is None else np.asarray(indices)
     out = {}
     for c, name in enumerate(class_names):
-        idx = np.flatnonzero(labels == c)
+        idx = pool[labels[pool] == c]
         if len(idx) > max_per_class:
-            idx = np.sort(rng.choice(idx, max_per_class, replace=False))
-        out[name] = stain_stats(np.asarray(images[idx]) if len(idx) else np.zeros((0, 1, 1, 3), np.uint8), seed)
+            idx = rng.choice(idx, max_per_class, replace=False)
+        tiles = np.asarray(images[np.sort(idx)]) if len(idx) else np.zeros((0, 1, 1, 3), np.uint8)
+        out[name] = stain_stats(tiles, seed)
     return out
+
+
+def stain_stats_table(data: Any, per_class: int = 64, split: str = "train", seed: int = 0):
+    """Per-class stain statistics of a PreparedData split as a DataFrame (rows: classes) for the Data page.
+
+    Columns: n, tissue_ratio, od_r/od_g/od_b (mean OD), H_r/H_g/H_b and E_r/E_g/E_b (stain vectors),
+    H_mean/H_p99 and E_mean/E_p99 (concentrations); NaN where a class has too little tissue.
+    """
+    import pandas as pd
+
+    stats = stain_stats_by_class(data.images, data.labels, data.class_names, per_class, seed,
+                                 indices=data.splits[split])
+    rows = {}
+    for name, s in stats.items():
+        row = {"n": s["n"], "tissue_ratio": s["tissue_ratio"]}
+        row.update(zip(("od_r", "od_g", "od_b"), s["mean_od"] or [np.nan] * 3))
+        for k in "HE":
+            row.update(zip((f"{k}_r", f"{k}_g", f"{k}_b"), (s["he_vectors"] or {}).get(k) or [np.nan] * 3))
+            row[f"{k}_mean"], row[f"{k}_p99"] = (s[k]["mean"], s[k]["p99"]) if s[k] else (np.nan, np.nan)
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("class")

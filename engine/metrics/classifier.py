@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.config import ConfigError, add_arguments, from_args, opt, validate
+from engine.data.dataset import load_prepared, uint8_to_float
 from engine.utils import atomic_write_bytes, pick_device
 
 DEFAULT_ARCH = "resnet10t"
@@ -103,11 +104,6 @@ class Classifier(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Training helpers
 
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [-1, 1] (the lab's image convention)."""
-    return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
 def dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random element of the square's symmetry group per sample: x-flip, y-flip and transpose, each
     with prob 1/2, give all 8 flips/90-degree rotations uniformly (tissue has no preferred orientation)."""
@@ -120,7 +116,7 @@ def dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def channel_stats(images, idx: np.ndarray, limit: int = 4096) -> tuple[list[float], list[float]]:
     """Per-channel mean/std in [-1, 1] space over (a sorted subset of) the training images."""
     sub = np.sort(idx[np.linspace(0, len(idx) - 1, min(limit, len(idx))).astype(np.int64)])
-    x = to_float(torch.from_numpy(np.ascontiguousarray(images[sub])))
+    x = uint8_to_float(np.ascontiguousarray(images[sub]))
     std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)  # a flat channel must not divide by zero
     return x.mean(dim=(0, 2, 3)).tolist(), std.tolist()
 
@@ -144,7 +140,7 @@ def evaluate(model: nn.Module, images, labels: np.ndarray, idx: np.ndarray, num_
     conf = torch.zeros(num_classes * num_classes, dtype=torch.int64)
     model.eval()
     for sel, x in batches(images, idx, batch, device):
-        pred = model(to_float(x)).argmax(1).cpu()
+        pred = model(uint8_to_float(x)).argmax(1).cpu()
         conf += torch.bincount(torch.from_numpy(labels[sel]) * num_classes + pred,
                                minlength=num_classes * num_classes)
     conf = conf.view(num_classes, num_classes)
@@ -158,25 +154,6 @@ def format_confusion(confusion: list[list[int]], class_names: list[str]) -> str:
     head = "true\\pred".ljust(w) + "".join(c.rjust(w) for c in class_names)
     rows = [c.ljust(w) + "".join(str(v).rjust(w) for v in r) for c, r in zip(class_names, confusion)]
     return "\n".join([head, *rows])
-
-
-def _load_data(data_dir: Path):
-    try:
-        from engine.data.dataset import load_prepared
-    except ImportError:  # TEMP until engine/data/dataset.py lands: same file layout, read directly
-        import json
-        from types import SimpleNamespace
-
-        if not (data_dir / "dataset.json").is_file():
-            raise ConfigError(f"config field 'data': {data_dir} is not a prepared data set "
-                              "(no dataset.json); make one with `python -m engine prepare`") from None
-        info = json.loads((data_dir / "dataset.json").read_text())
-        return SimpleNamespace(class_names=info["class_names"], size=info["size"],
-                               images=np.load(data_dir / "images.npy", mmap_mode="r"),
-                               labels=np.load(data_dir / "labels.npy"),
-                               splits={s: np.load(data_dir / "splits" / f"{s}.npy")
-                                       for s in ("train", "val", "test", "eval")})
-    return load_prepared(data_dir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,11 +177,11 @@ def train_classifier(data_dir, out=None, *, arch: str = DEFAULT_ARCH, epochs: in
                                     device=device, split=split))
     data_dir = Path(cfg.data)
     out = Path(cfg.out) if cfg.out else data_dir / FILE_NAME
-    data = _load_data(data_dir)
+    data = load_prepared(data_dir)
     names = list(data.class_names)
     K, size = len(names), int(data.size)
     labels = np.asarray(data.labels, dtype=np.int64)
-    train_idx, val_idx = np.asarray(data.splits[cfg.split]), np.asarray(data.splits.get("val", []))
+    train_idx, val_idx = data.splits[cfg.split], data.splits["val"]
     if len(train_idx) < 2:
         raise ConfigError(f"split '{cfg.split}' of {data_dir} has {len(train_idx)} images; "
                           "the classifier needs at least 2")
@@ -232,7 +209,7 @@ def train_classifier(data_dir, out=None, *, arch: str = DEFAULT_ARCH, epochs: in
         for sel, x in batches(data.images, perm, bs, dev):
             y = torch.from_numpy(labels[sel]).to(dev)
             with amp:
-                loss = F.cross_entropy(model(dihedral(to_float(x), gen)), y)
+                loss = F.cross_entropy(model(dihedral(uint8_to_float(x), gen)), y)
             opt_.zero_grad(set_to_none=True)
             loss.backward()
             opt_.step()
@@ -310,6 +287,9 @@ def main(argv: list[str]) -> int:
     try:
         kw = {k: v for k, v in asdict(cfg).items() if k not in ("data", "out")}
         meta = train_classifier(cfg.data, cfg.out or None, **kw, progress=progress)
+    except FileNotFoundError as e:  # no such data set: the message names it and the prepare command
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     finally:
         bar.close()
     acc = "n/a (empty val split)" if meta["val_acc"] is None else f"{meta['val_acc']:.4f}"
@@ -320,3 +300,47 @@ def main(argv: list[str]) -> int:
     print(format_confusion(meta["confusion"], meta["class_names"]))
     print(f"saved {meta['out']}")
     return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Training on given arrays (downstream check: real vs synthetic training sets)
+
+def fit_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, *, arch: str = DEFAULT_ARCH,
+                   epochs: int = 10, batch: int = 64, lr: float = 2e-3, weight_decay: float = 0.05,
+                   seed: int = 0, device: str = "auto", progress: Progress | None = None) -> Classifier:
+    """Train a Classifier from scratch on uint8 NHWC `images` with int `labels` (same recipe as
+    `train_classifier`: AdamW, warm-up + cosine, dihedral augmentation, bf16 on CUDA).
+
+    Returns the model in eval mode; score it with `evaluate(model, images, labels, idx, K, device)`.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) < 2:
+        raise ValueError(f"a classifier needs at least 2 training images (got {len(labels)})")
+    dev = pick_device(device)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator(dev if dev.startswith("cuda") else "cpu").manual_seed(seed)
+    idx = np.arange(len(labels))
+    mean, std = channel_stats(images, idx)
+    model = Classifier(build_classifier(arch, num_classes), images.shape[1], mean, std).to(dev)
+    opt_ = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    bs = min(batch, len(idx))  # full batches only: a batch of 1 breaks BatchNorm
+    per_epoch = len(idx) // bs
+    total = epochs * per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt_, lambda s: cosine_lr(s, total, max(1, min(100, total // 20))))
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.startswith("cuda"))
+    step = 0
+    for epoch in range(epochs):
+        model.train()
+        for sel, x in batches(images, rng.permutation(idx)[:per_epoch * bs], bs, dev):
+            y = torch.from_numpy(labels[sel]).to(dev)
+            with amp:
+                loss = F.cross_entropy(model(dihedral(uint8_to_float(x), gen)), y)
+            opt_.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_.step()
+            sched.step()
+            step += 1
+            if progress is not None:
+                progress(step, total, f"epoch {epoch + 1}/{epochs} loss {loss.item():.3f}")
+    return model.eval()

@@ -312,7 +312,9 @@ class MinibatchStd(nn.Module):
     def forward(self, x):
         n, c, h, w = x.shape
         # largest group <= group_size that divides the batch (shapes are static, so this compiles)
-        g = next(k for k in range(min(self.group_size, n), 0, -1) if n % k == 0)
+        g = min(self.group_size, n)
+        while n % g:
+            g -= 1
         f = self.num_channels
         y = x.reshape(g, n // g, f, c // f, h, w).float()
         y = (y - y.mean(dim=0)).square().mean(dim=0)

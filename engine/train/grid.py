@@ -35,7 +35,8 @@ def tile(images: np.ndarray, rows: int, pad: int = 2) -> np.ndarray:
     out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
     for i in range(n):
         r, k = divmod(i, cols)
-        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + k * (w + pad):pad + k * (w + pad) + w] = images[i]
+        top, left = pad + r * (h + pad), pad + k * (w + pad)
+        out[top:top + h, left:left + w] = images[i]
     return out
 
 

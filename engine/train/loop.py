@@ -112,7 +112,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
     info = dist.init(device.type)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
-    if cfg.batch % info.world_size or (cfg.batch // info.world_size) % min(cfg.mbstd_group, cfg.batch // info.world_size):
+    per_rank = cfg.batch // info.world_size
+    if cfg.batch % info.world_size or per_rank % min(cfg.mbstd_group, per_rank):
         raise ConfigError(f"config field 'batch' ({cfg.batch}) must split into {info.world_size} equal "
                           f"per-GPU batches that are multiples of mbstd_group ({cfg.mbstd_group})")
     torch.manual_seed(cfg.seed)
@@ -150,7 +151,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
                 step, time_s = int(ck["step"]), float(ck["time_s"])
                 if info.rank > 0:  # ranks draw different noise; only rank 0's RNG was saved
                     torch.manual_seed(cfg.seed + 7919 * info.rank + step)
-                print(f"resumed from {path} at step {step} ({step * cfg.batch / 1000:.3f} kimg)", flush=True)
+                print(f"resumed from {path} at step {step} ({step * cfg.batch / 1000:.3f} kimg)",
+                      flush=True)
             else:
                 print(f"no whole checkpoint in {run_dir}; starting from step 0", flush=True)
         elif info.rank > 0:
@@ -161,18 +163,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
         csv = MetricsCSV(run_dir / "metrics_gan.csv", extras=T.EXTRAS) if main else None
         total_steps = T.total_steps
         print(f"training {cfg.family} {cfg.res}px, {len(data.class_names)} classes, batch {cfg.batch} "
-              f"x {info.world_size} rank(s), {total_steps} steps ({cfg.kimg} kimg) on {device} "
-              f"(amp {amp_dtype}) -> {run_dir}", flush=True)
+              f"({per_rank} x {info.world_size} rank(s)), {total_steps} steps ({cfg.kimg} kimg) on "
+              f"{device} (amp {amp_dtype}) -> {run_dir}", flush=True)
 
         def every(kimg_interval: float) -> bool:  # did this step cross a multiple of the interval?
-            n = kimg_interval * 1000
+            n = max(1, round(kimg_interval * 1000))
             return (step * cfg.batch) // n != ((step - 1) * cfg.batch) // n
 
         def snapshot() -> None:
             if main:
                 state = T.state_dict()
-                state.update(step=step, kimg=step * cfg.batch / 1000, time_s=time_s, data=batches.state_dict(),
-                             stats=stats.state_dict(), config=json.dumps(C.to_dict(cfg)))
+                state.update(step=step, kimg=step * cfg.batch / 1000, time_s=time_s,
+                             data=batches.state_dict(), stats=stats.state_dict(),
+                             config=json.dumps(C.to_dict(cfg)))
                 save_checkpoint(run_dir, state, step, keep_last=cfg.keep_last)
                 export_generator(run_dir, T.G_ema, T.export_meta(data.class_names, step))
 
@@ -213,6 +216,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
             if main and (every(cfg.sample_kimg) or step == total_steps):
                 save_grid(T.G_ema, run_dir / "samples" / f"step_{step:08d}.png", T.num_classes,
                           cfg.grid_per_class, seed=cfg.seed)
+            if want_stop and step < total_steps:
+                status.set("stopping", message="saving a checkpoint", step=step, kimg=kimg)
             if every(cfg.snap_kimg) or step == total_steps or want_stop:
                 snapshot()
             status.heartbeat(step, kimg)
@@ -233,6 +238,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
         raise
     finally:
         stop.restore()
+        if "batches" in locals():
+            batches.close()
         dist.cleanup()
 
 

@@ -65,11 +65,11 @@ class GanTrainer:
         if cfg.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
-        self.G_ema = make_ema(self.G)
-        # Separate DDP wrappers; eager ones are kept for the double-backward (R1, path length),
-        # which torch.compile does not support.
+        # Separate DDP wrappers (they broadcast rank 0's weights, so G_ema is copied after); eager
+        # ones are kept for the double backward (R1, path length), which torch.compile does not support.
         self.G_ddp = dist.wrap(self.G, self.info, device)
         self.D_ddp = dist.wrap(self.D, self.info, device)
+        self.G_ema = make_ema(self.G)
         self.G_fwd = torch.compile(self.G_ddp) if cfg.compile else self.G_ddp
         self.D_fwd = torch.compile(self.D_ddp) if cfg.compile else self.D_ddp
 

@@ -82,11 +82,14 @@ def test_cli_trains_and_prints_confusion(tmp_path):
     assert all(n in r.stdout for n in NAMES) and out.is_file()
 
 
-def test_cli_bad_arch_exits_2(tmp_path, capsys):
+def test_cli_bad_input_exits_2(tmp_path, capsys):
     from engine.__main__ import main
 
     assert main(["train-classifier", "--data", str(tmp_path), "--arch", "no_such_net"]) == 2
     assert "'arch'" in capsys.readouterr().err
+    assert main(["train-classifier", "--data", str(tmp_path / "none"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "none") in err and "python -m engine prepare" in err
 
 
 def test_bad_inputs_fail_clearly(tmp_path):

@@ -13,7 +13,8 @@ from engine.data.prepare import prepare
 
 @pytest.fixture
 def data(tmp_path):
-    return load_prepared(prepare(PrepareConfig(source="histosynth", size=32, per_class=5, out=str(tmp_path / "d"))))
+    cfg = PrepareConfig(source="histosynth", size=32, per_class=5, out=str(tmp_path / "d"))
+    return load_prepared(prepare(cfg))
 
 
 def test_patch_dataset_range_and_values(data):
@@ -23,7 +24,8 @@ def test_patch_dataset_range_and_values(data):
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and isinstance(y, int)
     assert -1 <= x.min() < 0 < x.max() <= 1
     back = ((x.permute(1, 2, 0) + 1) * 127.5).round().to(torch.uint8).numpy()
-    assert np.array_equal(back, data.images[data.splits["train"][0]]) and y == data.labels[data.splits["train"][0]]
+    first = data.splits["train"][0]
+    assert np.array_equal(back, data.images[first]) and y == data.labels[first]
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=8)))
     assert batch[0].shape == (8, 3, 32, 32)
     with pytest.raises(ConfigError, match="split"):
@@ -63,7 +65,7 @@ def test_load_prepared_errors(tmp_path):
         load_prepared(tmp_path / "half")
 
 
-def test_ensure_demo_prepares_once(monkeypatch):
+def test_ensure_demo_prepares_once():
     p = ensure_demo(size=32, per_class=2)
     assert p == default_demo_dir(32) and load_prepared(p).images.shape == (18, 32, 32, 3)
     mtime = (p / "dataset.json").stat().st_mtime_ns

@@ -102,7 +102,7 @@ def test_shrink_npy(tmp_path):
 
 def test_bad_config_values(tmp_path):
     with pytest.raises(ConfigError, match="'per_class'"):
-        small(tmp_path, per_class=0)
+        small(tmp_path, per_class=-1)
     with pytest.raises(ConfigError, match="'size'"):
         small(tmp_path, size=300)
     with pytest.raises(ConfigError, match="'val_frac'"):
@@ -124,3 +124,13 @@ def test_cli_prepare(tmp_path):
     r = run_cli("--source", "bogus", env_root=tmp_path)
     assert r.returncode == 2 and "config field 'source'" in r.stderr and "histosynth" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_worker_processes_give_the_same_cache(tmp_path, monkeypatch, shared_data):
+    import engine.data.prepare as P
+
+    monkeypatch.setattr(P, "PARALLEL_MIN", 0)
+    src = f"folder:{shared_data / 'nct_figure_crops'}"
+    a = load_prepared(small(tmp_path, "a", source=src, workers=1))
+    b = load_prepared(small(tmp_path, "b", source=src, workers=2))
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)

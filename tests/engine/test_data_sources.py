@@ -68,7 +68,8 @@ def test_nct_example_tiff(shared_data):
 
 
 def test_nct_figure_crops_prepared(shared_data, tmp_path):
-    out = prepare(PrepareConfig(source=f"folder:{shared_data / 'nct_figure_crops'}", size=32, out=str(tmp_path / "f")))
+    src = f"folder:{shared_data / 'nct_figure_crops'}"
+    out = prepare(PrepareConfig(source=src, size=32, out=str(tmp_path / "f")))
     data = load_prepared(out)
     assert data.class_names == list(NCT_CLASSES)
     assert data.info["rejected"] == {}  # the default quality filter keeps every real tile, BACK included
@@ -166,3 +167,13 @@ def test_tiff_pil_cannot_read_goes_to_tifffile(tmp_path):
         Image.open(p).load()
     img = read_image(p)
     assert img.shape == (20, 30, 3) and (img == 128).all()
+
+
+def test_too_large_image_rejected_before_decoding(tmp_path, monkeypatch):
+    import engine.data.sources as S
+
+    monkeypatch.setattr(S, "MAX_PIXELS", 1000)
+    (tmp_path / "big.png").write_bytes(png_bytes(texture(40, 40)))
+    with pytest.raises(Reject) as e:
+        read_image(tmp_path / "big.png")
+    assert e.value.reason == "too_large"

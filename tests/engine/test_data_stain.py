@@ -7,7 +7,7 @@ from engine.data.dataset import load_prepared
 from engine.data.prepare import prepare
 from engine.data.quality import optical_density
 from engine.data.sources import read_image
-from engine.data.stain import StainNormalizer, stain_stats, stain_stats_by_class
+from engine.data.stain import StainNormalizer, stain_stats, stain_stats_by_class, stain_stats_table
 
 
 @pytest.fixture
@@ -72,8 +72,17 @@ def test_stain_stats(ref):
     assert s["H"]["p99"] > s["H"]["p50"] > 0 and 0.5 < s["tissue_ratio"] <= 1
     empty = stain_stats(np.full((2, 16, 16, 3), 255, np.uint8))
     assert empty["he_vectors"] is None and empty["tissue_ratio"] == 0 and empty["mean_od"] == [0, 0, 0]
-    by = stain_stats_by_class(np.stack([ref, ref[::-1]]), np.array([0, 1]), ["A", "B"])
-    assert set(by) == {"A", "B"} and by["A"]["n"] == 1
+    by = stain_stats_by_class(np.stack([ref, ref[::-1], ref]), np.array([0, 1, 1]), ["A", "B"], indices=[0, 1])
+    assert set(by) == {"A", "B"} and by["A"]["n"] == 1 and by["B"]["n"] == 1
+
+
+def test_stain_stats_table(tmp_path):
+    data = load_prepared(prepare(PrepareConfig(source="histosynth", size=32, per_class=4, out=str(tmp_path / "t"))))
+    df = stain_stats_table(data, per_class=2)
+    assert list(df.index) == data.class_names and (df["n"] == 2).all()
+    assert {"od_r", "od_g", "od_b", "H_r", "E_g", "H_p99", "tissue_ratio"} <= set(df.columns)
+    lym, back = df.loc["LYM"], df.loc["BACK"]
+    assert lym[["od_r", "od_g", "od_b"]].sum() > back[["od_r", "od_g", "od_b"]].sum()  # dense nuclei vs glass
 
 
 def test_prepare_with_stain_norm(ref, shared_data, tmp_path):

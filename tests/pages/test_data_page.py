@@ -42,7 +42,7 @@ def test_data_page_prepared(monkeypatch, prepared):
     counts = at.dataframe[0].value
     assert list(counts.index[:9]) == ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
     assert int(counts.loc["total"].drop("eval", errors="ignore").sum()) == 9 * 12
-    assert len(at.get("imgs")) == 1  # the per-class preview grid
+    assert len(at.get("image")) == 1  # the per-class preview grid
     assert any("synthetic" in i.value for i in at.info)
 
 
@@ -50,7 +50,7 @@ def test_data_page_prepares_from_form(monkeypatch):
     at = _app(monkeypatch)
     at.run()
     at.number_input[0].set_value(32)
-    at.number_input[1].set_value(4)
+    at.number_input[1].set_value(4)  # per_class
     at.button[0].click()  # the form's Prepare button
     at.run()
     assert not at.exception, at.exception

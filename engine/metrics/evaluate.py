@@ -1,0 +1,328 @@
+"""`python -m engine evaluate`: score a run's generator and write runs/<id>/eval/<timestamp>.json.
+
+    python -m engine evaluate --run-dir runs/ID --metrics fid,kid,pr,lpips,downstream,memorisation \
+        --per-class --n 2000 --features domain
+
+Flow: load G (a checkpoint step or the export) -> generate n patches, evenly per class, from fixed
+seeds -> embed them in the feature space -> each requested metric from the registry (real features come
+from the on-disk cache) -> one JSON report (atomic) that states N real, N generated, the feature space
+and its weights' hash, the resize path and the checkpoint step. A metric that cannot run (missing
+weights, no test split ...) is recorded with its error; the others still run.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from engine.config import ConfigError, add_arguments, from_args, opt, validate
+from engine.metrics.registry import calc_metric, check_metrics
+from engine.utils import atomic_write_bytes, atomic_write_json, pick_device, read_json
+
+DEFAULT_METRICS = "fid,kid,pr"
+SMALL_N = 10_000  # below this many generated patches FID's bias is large; KID is unbiased
+
+
+@dataclass
+class EvalConfig:
+    run_dir: str = opt("", "run directory to evaluate (runs/ID)")
+    step: int = opt(-1, "checkpoint step (-1 = the export of a finished run, else the newest checkpoint)",
+                    range=(-1, None))
+    metrics: str = opt(DEFAULT_METRICS, "comma-separated: fid, kid, pr, is, lpips, downstream, memorisation, stain")
+    features: str = opt("domain", "feature space: domain, inception or timm:<name>")
+    per_class: bool = opt(False, "also report FID/KID/PR (and colour gaps) per class")
+    n: int = opt(2000, "generated patches in total, split evenly over the classes", range=(2, 10_000_000))
+    n_real: int = opt(0, "real patches per split at most, evenly per class (0 = as many as generated)",
+                      range=(0, 10_000_000))
+    real_split: str = opt("train", "real split FID/KID/PR compare against", choices=("train", "val", "test", "eval"))
+    data: str = opt("", "prepared data set (empty = the one the run trained on)")
+    classifier: str = opt("", "classifier file for `domain` (empty = <data>/classifier.pt)")
+    inception_weights: str = opt("", "FID Inception weights file (empty = the torch hub cache)")
+    timm_weights: str = opt("", "local checkpoint for timm:<name> (.safetensors or a state dict)")
+    lpips_net: str = opt("alex", "LPIPS trunk", choices=("alex", "vgg", "squeeze"))
+    lpips_weights: str = opt("", "torchvision weights of the LPIPS trunk (empty = the torch hub cache)")
+    lpips_pairs: int = opt(200, "random same-class pairs per class for diversity", range=(1, 1_000_000))
+    kid_subsets: int = opt(100, "KID random subsets", range=(1, 10_000))
+    truncation: float = opt(1.0, "truncation psi of the generated patches (1 = none)", range=(0.0, 2.0))
+    seed: int = opt(0, "first seed of the generated patches; also seeds KID/PR subsets", range=(0, 2**31 - 1))
+    batch: int = opt(64, "images per forward pass", range=(1, 4096))
+    device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
+    downstream_arch: str = opt("resnet10t", "timm architecture of the downstream classifiers")
+    downstream_epochs: int = opt(5, "epochs of each downstream classifier", range=(1, 1000))
+    memorisation_threshold: float = opt(0.5, "flag a generated patch whose distance ratio is below this",
+                                        range=(0.0, 10.0))
+    memorisation_pairs: int = opt(8, "closest generated/training pairs kept for review", range=(0, 1000))
+    job: str = opt("", "report id (default: a new timestamp); set by the background job")
+
+    def check(self) -> None:
+        if not self.run_dir:
+            raise ConfigError("config field 'run_dir' is required: a run directory such as runs/ID")
+        try:
+            check_metrics(self.metric_list)
+        except ValueError as e:
+            raise ConfigError(f"config field 'metrics': {e}") from None
+        if not (self.features in ("domain", "inception") or re.fullmatch(r"timm:[\w.\-/]+", self.features)):
+            raise ConfigError(f"config field 'features' must be one of: domain, inception, timm:<name> "
+                              f"(got {self.features!r})")
+        if self.job and not re.fullmatch(r"[\w.\-]+", self.job):
+            raise ConfigError(f"config field 'job' must use letters, digits, '.', '_' and '-' (got {self.job!r})")
+
+    @property
+    def metric_list(self) -> list[str]:
+        return list(dict.fromkeys(m.strip() for m in self.metrics.split(",") if m.strip()))
+
+
+# ----------------------------------------------------------------------------------------------
+# The context every metric reads (see engine.metrics.registry for the attributes)
+
+class EvalContext:
+    def __init__(self, cfg: EvalConfig, G, meta: dict, data, device: str,
+                 progress: Callable[[str], None] | None = None):
+        self.cfg, self.G, self.meta, self.data, self.device = cfg, G, meta, data, device
+        self.class_names = list(meta.get("class_names") or data.class_names)
+        self.res, self.per_class, self.seed = int(G.res), cfg.per_class, cfg.seed
+        K = len(self.class_names)
+        self.per_class_n = math.ceil(cfg.n / K)
+        self.real_cap = math.ceil((cfg.n_real or cfg.n) / K)
+        self._real, self.arrays, self.space_used = {}, {}, False
+        self.progress = progress or (lambda msg: None)
+
+    @cached_property
+    def features(self):
+        from engine.metrics.features import open_feature_space
+
+        c = self.cfg
+        self.space_used = True
+        weights = {"domain": c.classifier or str(Path(self.data.root) / "classifier.pt"),
+                   "inception": c.inception_weights or None}.get(c.features, c.timm_weights or None)
+        return open_feature_space(c.features, weights, self.device)
+
+    @cached_property
+    def space_desc(self) -> dict:
+        from engine.metrics.features import describe_space
+
+        return describe_space(self.features)
+
+    @cached_property
+    def _generated(self):
+        from engine.sampling import generate
+
+        seeds = list(range(self.cfg.seed, self.cfg.seed + self.per_class_n))
+        self.progress(f"generating {self.per_class_n * len(self.class_names)} patches")
+        images, records = generate(self.G, list(range(len(self.class_names))), seeds, self.cfg.truncation,
+                                   device=self.device, batch=self.cfg.batch, class_names=self.class_names)
+        return images, np.array([r["class_index"] for r in records], np.int64), [r["seed"] for r in records]
+
+    gen_images = property(lambda self: self._generated[0])
+    gen_labels = property(lambda self: self._generated[1])
+    gen_seeds = property(lambda self: self._generated[2])
+
+    @cached_property
+    def _embedded(self):
+        from engine.metrics.fid import embed
+
+        self.progress(f"embedding generated patches in `{self.cfg.features}`")
+        return embed(self.features, self.gen_images, self.cfg.batch, self.device, logits=True)
+
+    gen_feats = property(lambda self: self._embedded[0])
+    gen_logits = property(lambda self: self._embedded[1])
+
+    def real(self, split: str):
+        if split not in self._real:
+            from engine.metrics.fid import real_set
+
+            self.progress(f"real `{split}` features (cached on disk after the first time)")
+            self._real[split] = real_set(self.data, split, self.features, self.space_desc, self.res,
+                                         self.real_cap, self.cfg.batch, self.device)
+        return self._real[split]
+
+    def save_array(self, name: str, array: np.ndarray) -> None:
+        self.arrays[name] = np.ascontiguousarray(array)
+
+
+# ----------------------------------------------------------------------------------------------
+# Orchestration
+
+def new_report_id(eval_dir: Path) -> str:
+    base, k = time.strftime("%Y%m%d-%H%M%S"), 1
+    rid = base
+    while (eval_dir / f"{rid}.json").exists():
+        k += 1
+        rid = f"{base}-{k}"
+    return rid
+
+
+def resolve_data(cfg: EvalConfig, run_dir: Path, res: int):
+    """The prepared data set to compare against: --data, else the run's config `data`, else the demo."""
+    from engine.data.dataset import default_demo_dir, load_prepared
+
+    path = cfg.data or (read_json(run_dir / "config.json") or {}).get("data") or str(default_demo_dir(res))
+    return load_prepared(path)
+
+
+def notes_for(ctx: EvalContext, report: dict) -> list[str]:
+    notes = []
+    n, d = report["n_generated"], report["features"].get("num_features") or 0
+    if n < SMALL_N or ctx.per_class_n < 2 * d:
+        notes.append(f"Small N ({n} generated, {ctx.per_class_n} per class, {d}-d features): FID is biased "
+                     "upward at small N and per-class FID more so; prefer KID (unbiased) and compare FIDs "
+                     "only at equal N and feature space.")
+    if getattr(ctx.data, "synthetic", False):
+        notes.append("The real side is the synthetic histosynth demo set, not real tissue.")
+    if ctx.cfg.features == "domain":
+        notes.append("Feature space `domain` is this lab's own classifier: values are comparable between runs "
+                     "on the same data set and classifier file (see weights_sha256), not with papers.")
+    return notes
+
+
+def evaluate(cfg: EvalConfig, progress: Callable[[float, str], None] | None = None) -> tuple[dict, Path]:
+    """Run the requested metrics and write the report. Returns (report, path of the JSON written).
+
+    progress(fraction, message) is called between stages. Raises FileNotFoundError / ConfigError
+    when the run, its generator or the data set is missing.
+    """
+    from engine.sampling import load_generator
+
+    cfg = validate(cfg)
+    t0 = time.time()
+    run_dir = Path(cfg.run_dir).expanduser().resolve()
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    eval_dir = run_dir / "eval"
+    rid = cfg.job or new_report_id(eval_dir)
+    device = pick_device(cfg.device)
+    say = progress or (lambda f, m: None)
+    state = {"frac": 0.0}
+    say(0.0, "loading the generator")
+    G, meta = load_generator(run_dir, None if cfg.step < 0 else cfg.step, device)
+    data = resolve_data(cfg, run_dir, G.res)
+    if len(data.class_names) != G.num_classes:
+        raise ConfigError(f"config field 'data': {data.root} has {len(data.class_names)} classes but the "
+                          f"generator has {G.num_classes}; pass the data set the run trained on")
+    ctx = EvalContext(cfg, G, meta, data, device, progress=lambda m: say(state["frac"], m))
+    results, names = {}, cfg.metric_list
+    for i, name in enumerate(names):
+        state["frac"] = i / len(names)
+        say(state["frac"], f"{name} ({i + 1}/{len(names)})")
+        results[name] = calc_metric(name, ctx)
+    try:  # describe the space only if a metric used it (loading it just for the report is wasted time)
+        space = ctx.space_desc if ctx.space_used else {"space": cfg.features, "used": False}
+    except (FileNotFoundError, ValueError) as e:
+        space = {"space": cfg.features, "error": str(e)}
+    gen_counts = np.bincount(ctx.gen_labels, minlength=len(ctx.class_names)) if "_generated" in ctx.__dict__ \
+        else np.zeros(len(ctx.class_names), np.int64)
+    report = {
+        "id": rid, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run_id": run_dir.name,
+        "checkpoint": {k: meta.get(k) for k in ("step", "kimg", "kind", "path")},
+        "data": str(data.root), "class_names": ctx.class_names, "features": space,
+        "resize": {"generated": f"{G.res} px, as generated",
+                   "real": "none" if data.size == G.res else f"{data.size} -> {G.res} px, bilinear with antialias",
+                   "feature_space": space.get("resize_mode", "")},
+        "n_generated": int(gen_counts.sum()),
+        "n_generated_per_class": dict(zip(ctx.class_names, map(int, gen_counts))),
+        "n_real": {s: int(len(r.labels)) for s, r in ctx._real.items()},
+        "n_real_per_class": {s: dict(zip(ctx.class_names, map(int, np.bincount(r.labels, minlength=len(
+            ctx.class_names))))) for s, r in ctx._real.items()},
+        "real_split": cfg.real_split, "truncation": cfg.truncation, "noise_mode": "const",
+        "seeds": [cfg.seed, cfg.seed + ctx.per_class_n - 1], "device": device,
+        "preferred": "kid" if int(gen_counts.sum()) < SMALL_N else "fid",
+        "metrics": results, "config": asdict(cfg)}
+    report["notes"] = notes_for(ctx, report)
+    if ctx.arrays:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **ctx.arrays)
+        atomic_write_bytes(eval_dir / f"{rid}.arrays.npz", buf.getvalue())
+        report["arrays"] = {"file": f"{rid}.arrays.npz", "keys": sorted(ctx.arrays)}
+    report["time_s"] = round(time.time() - t0, 2)
+    path = eval_dir / f"{rid}.json"
+    atomic_write_json(path, report)
+    say(1.0, "done")
+    return report, path
+
+
+def summary(report: dict) -> str:
+    """A few lines for the terminal: headline numbers and any metric errors."""
+    m, lines = report["metrics"], []
+    lines.append(f"run {report['run_id']} step {report['checkpoint'].get('step')} | {report['features'].get('space')} "
+                 f"| {report['n_generated']} generated vs {report['n_real'].get(report['real_split'], 0)} real")
+    for name, r in m.items():
+        if "error" in r:
+            lines.append(f"  {name}: unavailable - {r['error']}")
+        elif name == "fid":
+            lines.append(f"  FID {r['value']:.4g}")
+        elif name == "kid":
+            lines.append(f"  KID {r['mean']:.4g} +- {r['std']:.2g} (subsets of {r['subset_size']})")
+        elif name == "pr":
+            lines.append(f"  precision {r['precision']:.3f} recall {r['recall']:.3f}")
+        elif name == "is":
+            lines.append(f"  IS {r['mean']:.3f} +- {r['std']:.2g} ({r['note']})")
+        elif name == "downstream":
+            accs = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in r["sets"].items())
+            lines.append(f"  downstream accuracy on real {r['test_split']}: {accs}")
+        elif name == "memorisation":
+            lines.append(f"  memorisation: {r['flagged']} flagged (ratio < {r['threshold']}), min ratio "
+                         f"{r['min_ratio']:.3f}")
+        elif name == "lpips":
+            fd = r["feature_diversity"]
+            lines.append(f"  diversity ({fd['label']}): generated {fd['generated']['mean']:.4g}, "
+                         f"real {fd['real']['mean']:.4g}")
+            if "error" not in r["lpips"]:
+                lines.append(f"  LPIPS diversity: generated {r['lpips']['generated']['mean']:.4g}, "
+                             f"real {r['lpips']['real']['mean']:.4g}")
+            else:
+                lines.append(f"  LPIPS unavailable - {r['lpips']['error']}")
+        elif name == "stain":
+            lines.append(f"  colour gap (Wasserstein, OD): H {r['H']['wasserstein']}, E {r['E']['wasserstein']}")
+    lines.extend(f"  note: {n}" for n in report.get("notes", []))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine evaluate",
+                                     description="Evaluate a run's generator; writes runs/<id>/eval/<id>.json.")
+    add_arguments(parser, EvalConfig, skip=("per_class",))
+    parser.add_argument("--per-class", dest="per_class", nargs="?", const="true", default=None, metavar="BOOL",
+                        help="also report per-class values (a bare flag means true)")
+    cfg = from_args(EvalConfig, parser.parse_args(argv))
+    status = None
+    if cfg.job:
+        from engine.metrics.jobs import JobStatus
+
+        status = JobStatus(Path(cfg.run_dir) / "eval" / "jobs" / f"{cfg.job}.json")
+        status.set("running")
+
+    def progress(frac: float, msg: str) -> None:
+        print(f"[{frac * 100:5.1f}%] {msg}", flush=True)
+        if status:
+            status.set("running", progress=frac, message=msg)
+
+    try:
+        report, path = evaluate(cfg, progress)
+    except (FileNotFoundError, ConfigError, ValueError) as e:
+        if status:
+            status.set("failed", message=str(e), force=True)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BaseException as e:
+        if status:
+            status.set("failed", message=f"{type(e).__name__}: {e}", force=True)
+        raise
+    errors = [n for n, r in report["metrics"].items() if "error" in r]
+    if status:
+        msg = f"report {path.name}" + (f"; unavailable: {', '.join(errors)}" if errors else "")
+        status.set("finished", progress=1.0, message=msg, report=path.name, force=True)
+    print(summary(report))
+    print(f"saved {path}")
+    return 1 if errors and len(errors) == len(report["metrics"]) else 0

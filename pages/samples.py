@@ -1,0 +1,73 @@
+"""Samples page: per-class sample grids from any checkpoint of any run; seeds, truncation; export."""
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+import ui_cache
+from engine import sampling
+from engine.config import ConfigError
+
+st.title("Samples")
+st.caption("Each patch is named by (class, seed): the same pair gives the same patch here, on the "
+           "Style mixing page and in `python -m engine sample`.")
+
+picked = ui_cache.pick_generator("samples")
+if picked is None:
+    st.stop()
+G, meta, run = picked
+names = meta["class_names"]
+
+with st.form("samples"):
+    classes = st.multiselect("classes", names, default=names)
+    c1, c2, c3 = st.columns(3)
+    seeds_text = c1.text_input("seeds", "0-7", help="ranges and lists, e.g. 0-7 or 1,5,9")
+    per_class = c2.number_input("per_class", 1, 64, 8,
+                                help="patches per class: the first seeds given, continued with the next "
+                                     "unused seeds when the list is shorter")
+    psi = c3.slider("truncation", 0.0, 1.0, 0.7, 0.05,
+                    help="truncation psi: 1 = full diversity, smaller = closer to the class average "
+                         "(cleaner, less varied), 0 = the class average only")
+    st.form_submit_button("Generate", type="primary")
+
+if not classes:
+    st.warning("Choose at least one class.")
+    st.stop()
+try:
+    seeds = sampling.take_seeds(sampling.parse_seeds(seeds_text), int(per_class))
+except ConfigError as e:
+    st.error(str(e))
+    st.stop()
+
+idx = [names.index(c) for c in classes]
+key = (meta["path"], meta["step"], tuple(idx), tuple(seeds), float(psi))
+result = st.session_state.get("samples_result")
+if result is None or result["key"] != key:
+    bar = st.progress(0.0, text="Generating...")
+    t0 = time.perf_counter()
+    images, records = sampling.generate(
+        G, idx, seeds, truncation=psi, class_names=names, batch=32,
+        progress=lambda done, total: bar.progress(done / total, text=f"Generating {done}/{total}"))
+    bar.empty()
+    grid = sampling.tile(images, rows=len(idx))
+    # PNG and zip bytes are made once per result, not on every rerun of the page
+    result = dict(key=key, images=images, grid_png=sampling.png_bytes(grid),
+                  zip=sampling.export_zip(images, records, meta["step"]), seconds=time.perf_counter() - t0)
+    st.session_state["samples_result"] = result
+
+step = meta["step"]
+st.caption(f"run `{run.run_id}`, step {step} ({meta['kind']}), {len(result['images'])} patches of "
+           f"{meta['res']} px in {result['seconds']:.2f} s {ui_cache.device_caption(G)}; psi {psi:g}")
+n = len(seeds)
+for r, c in enumerate(classes):
+    row = sampling.tile(result["images"][r * n:(r + 1) * n], rows=1)
+    st.image(ui_cache.upscale(row, min_px=max(96, meta["res"])), caption=c)
+
+d1, d2 = st.columns(2)
+base = f"{run.run_id}_step{step}_psi{psi:g}"
+d1.download_button("Download grid PNG", result["grid_png"], file_name=f"{base}_grid.png",
+                   mime="image/png", icon=":material/grid_on:")
+d2.download_button("Download patches (zip + manifest.csv)",
+                   result["zip"],
+                   file_name=f"{base}_patches.zip", mime="application/zip", icon=":material/folder_zip:")

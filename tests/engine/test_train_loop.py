@@ -1,0 +1,196 @@
+"""The training loop end to end on a tiny model: resume exactness, crash safety, stop, export, DDP."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import ConfigError
+from engine.train import loop
+from engine.train.checkpoint import load_checkpoint, load_generator_export
+from engine.train.logging import CSV_COLUMNS, read_csv_rows
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--res", "16", "--batch", "8", "--z-dim", "32", "--w-dim", "32", "--n-mlp", "2",
+        "--channel-base", "256", "--channel-max", "64", "--grid-per-class", "2", "--workers", "0",
+        "--r1-every", "2", "--ada-interval", "2", "--ada-kimg", "0.5", "--pl-weight", "2",
+        "--pl-every", "2", "--log-kimg", "0.016", "--sample-kimg", "0.032", "--snap-kimg", "0.032"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Histosynth at 32 px, 4 patches per class (trained at 16 px: the loader resizes)."""
+    from engine.config import PrepareConfig
+    from engine.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("data") / "hs32"
+    return prepare(PrepareConfig(source="histosynth", size=32, per_class=4, seed=0, out=str(out),
+                                 quality_filter=False))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Deterministic and fast on a shared 2-core machine (oversubscribed OpenMP threads crawl).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def train(run, data_dir, *extra):
+    return loop.main(["--data", str(data_dir), "--run-dir", str(run), *TINY, *extra])
+
+
+def rows(run):
+    return [{k: v for k, v in r.items() if k not in ("img_per_s", "time_s")}
+            for r in read_csv_rows(run / "metrics_gan.csv")]
+
+
+def status(run):
+    return json.loads((run / "status.json").read_text())
+
+
+def env1():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+
+
+# ----------------------------------------------------------------------------------------------
+
+def test_resume_is_exact_and_export_rebuilds_g_ema(tmp_path, data_dir):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert train(a, data_dir, "--kimg", "0.064") == 0          # 8 steps straight
+    assert status(a)["state"] == "finished"
+    # 3 steps (mid log interval and mid controller interval), stop, resume for the rest
+    assert train(b, data_dir, "--kimg", "0.064", "--stop-after", "3") == 0
+    assert status(b)["state"] == "stopped" and status(b)["step"] == 3
+    assert (b / "checkpoints" / "step_00000003.pt").is_file()
+    assert loop.main(["--resume", str(b)]) == 0
+    assert status(b)["state"] == "finished"
+
+    ra, rb = rows(a), rows(b)
+    assert [r["step"] for r in ra] == ["2", "4", "6", "8"]
+    assert ra == rb                                              # every column but the timings
+    assert list(read_csv_rows(a / "metrics_gan.csv")[0])[:len(CSV_COLUMNS)] == list(CSV_COLUMNS)
+    assert float(ra[-1]["ada_p"]) > 0 and ra[-1]["r1"] != "" and ra[-1]["pl"] != ""
+    ca, _ = load_checkpoint(a)
+    cb, _ = load_checkpoint(b)
+    for key in ("G_ema", "D"):
+        for k in ca[key]:
+            assert torch.equal(ca[key][k], cb[key][k]), f"{key}.{k} differs after resume"
+    assert sorted(p.name for p in (a / "samples").glob("*.png")) == [
+        "step_00000000.png", "step_00000004.png", "step_00000008.png"]
+
+    # the export rebuilds G_ema without the trainer and draws the same images
+    from engine.models.stylegan2 import Generator
+
+    G, meta = load_generator_export(a)
+    assert meta["class_names"][:2] == ["ADI", "BACK"] and meta["step"] == 8
+    ref = Generator(**meta["kwargs"]).eval()
+    ref.load_state_dict(ca["G_ema"])
+    z, y = torch.randn(4, 32), torch.tensor([0, 3, 5, 8])
+    with torch.no_grad():
+        assert torch.equal(G(z, y, noise_mode="const"), ref(z, y, noise_mode="const"))
+
+
+def test_stop_file_gives_stopped_state_and_checkpoint(tmp_path, data_dir):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "stop").touch()
+    assert train(run, data_dir, "--kimg", "1") == 0
+    st = status(run)
+    assert st["state"] == "stopped" and st["step"] == 1 and "resume" in st["message"]
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 1
+    assert json.loads((run / "config.json").read_text())["kimg"] == 1.0
+    # model fields cannot change on resume; kimg can (and a stale stop file is cleared)
+    with pytest.raises(ConfigError, match="res"):
+        loop.main(["--resume", str(run), "--res", "32"])
+    assert loop.main(["--resume", str(run), "--kimg", "0.024"]) == 0
+    assert status(run)["state"] == "finished" and status(run)["step"] == 3
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(run, data_dir)
+
+
+def test_sigkill_during_checkpoint_write_resumes_from_last_whole_one(tmp_path, data_dir):
+    run = tmp_path / "r"
+    assert train(run, data_dir, "--kimg", "0.064", "--stop-after", "2") == 0  # whole checkpoint at 2
+    env = dict(env1(), HISTOGEN_TEST_CKPT_SLEEP="120")
+    p = subprocess.Popen([sys.executable, "-m", "engine", "train", "--resume", str(run)], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while not list((run / "checkpoints").glob(".step_00000004.pt.*.tmp")):  # temp written, not renamed
+            assert p.poll() is None, p.stdout.read().decode()
+            assert time.time() < deadline, "the checkpoint at step 4 was never started"
+            time.sleep(0.2)
+        os.kill(p.pid, signal.SIGKILL)
+    finally:
+        p.kill()
+        p.wait()
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 2
+    assert loop.main(["--resume", str(run)]) == 0
+    assert status(run)["state"] == "finished"
+    assert [r["step"] for r in rows(run)] == ["2", "4", "6", "8"]        # no duplicated rows
+    assert not list((run / "checkpoints").glob("*.tmp"))
+
+
+def test_sigterm_finishes_the_step_and_stops(tmp_path, data_dir):
+    run = tmp_path / "r"
+    p = subprocess.Popen([sys.executable, "-m", "engine", "train", "--data", str(data_dir), "--run-dir", str(run),
+                          *TINY, "--kimg", "10"], cwd=ROOT, env=env1(), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while not (run / "status.json").exists() or status(run)["step"] < 2:
+            assert p.poll() is None, p.stdout.read().decode()
+            assert time.time() < deadline
+            time.sleep(0.2)
+        os.kill(p.pid, signal.SIGTERM)
+        assert p.wait(timeout=120) == 0
+    finally:
+        p.kill()
+    st = status(run)
+    assert st["state"] == "stopped"
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == st["step"]
+
+
+def test_domain_head_gate_and_perceptual_loss(tmp_path, data_dir):
+    from engine.metrics.classifier import train_classifier
+
+    clf = tmp_path / "classifier.pt"
+    train_classifier(data_dir, clf, arch="test_resnet", epochs=1, batch=16, device="cpu")
+    run = tmp_path / "r"
+    assert train(run, data_dir, "--kimg", "0.032", "--domain-head", "true", "--domain-features", str(clf),
+                 "--alpha-on", "0.01", "--alpha-off", "0", "--alpha-dwell", "0", "--alpha-tau", "1",
+                 "--alpha-dalpha", "0.1") == 0
+    r = rows(run)
+    assert float(r[-1]["alpha"]) > 0                # the gate opened: the domain logit joins D's
+    assert float(r[-1]["g_perc"]) >= 0 and r[-1]["perceptual_scale"] == "1.0"
+    ck, _ = load_checkpoint(run)
+    assert any(k.startswith("domain_head") for k in ck["D"])
+    assert not any("classifier" in k for k in ck["D"])  # the frozen extractor is not in checkpoints
+    with pytest.raises(ConfigError, match="train-classifier"):
+        train(tmp_path / "r2", data_dir, "--domain-head", "true", "--domain-features", str(tmp_path / "no.pt"))
+
+
+def test_watchdog_scales_weights_and_logs_event(tmp_path):
+    from engine.config import TrainConfig, validate
+    from engine.train.step import GanTrainer
+
+    cfg = validate(TrainConfig(res=16, batch=8, z_dim=8, w_dim=8, n_mlp=1, channel_base=64, channel_max=16,
+                               watchdog_threshold=0.5, ada=True))
+    T = GanTrainer(cfg, num_classes=3, device=torch.device("cpu"))
+    T.gate.enabled, T.gate.alpha = True, 0.3
+    T.ctrl = torch.tensor([6.0, 8.0, 2 * 0.8, 2.0])  # acc 0.75 over 8 reals, mean |fake| 0.8 over 2 steps
+    events = []
+    T.update_controls(step=2, kimg=0.016, on_event=events.append)
+    assert events and events[0]["fake_abs_mean"] == pytest.approx(0.8) and events[0]["step"] == 2
+    assert T.perceptual_scale == 0.5 and T.gate.alpha_max == pytest.approx(cfg.alpha_max * 0.5)
+    assert T.gate.enabled is False
+    assert T.acc_ema == pytest.approx(0.75) and T.ada.p == pytest.approx(8 / (cfg.ada_kimg * 1000))
+    assert torch.equal(T.ctrl, torch.zeros(4))

@@ -1,0 +1,74 @@
+"""UI helpers shared by the Samples and Style-mixing pages: the cached generator loader and the
+run / checkpoint picker. Streamlit-side only; the work is done by engine.sampling."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from engine import jobs, sampling
+from engine.utils import pick_device, runs_root
+
+EMPTY_HELP = ("Start a run on the **Train** page: the defaults train a small demo generator on the "
+              "built-in histosynth data (labelled synthetic) in minutes on a CPU. Its checkpoints "
+              "appear here as soon as they are written, and the page picks the latest one. From a "
+              "shell: `python -m engine train --kimg 2`.")
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the generator...")
+def cached_generator(run_dir: str, path: str, mtime: float, device: str):
+    """(G, meta) for one checkpoint or export. Keyed by (path, mtime, device): a rewritten export
+    reloads, and max_entries=2 keeps at most two generators in (GPU) memory; shared by all sessions,
+    which is safe because G is only read (eval, no grad)."""
+    return sampling.load_generator(run_dir, device=device, path=path)
+
+
+def _mtime(entry: dict) -> float:
+    p = Path(entry["path"])
+    return (p / "generator.safetensors" if p.is_dir() else p).stat().st_mtime
+
+
+def _default_entry(state: str, entries: list[dict]) -> dict:
+    # What load_generator(step=None) picks: the export of a finished run, else the newest checkpoint.
+    kinds = ["export", "checkpoint"] if state == "finished" else ["checkpoint", "export"]
+    return next(e for k in kinds for e in entries if e["kind"] == k)
+
+
+def pick_generator(key: str):
+    """Run and checkpoint selectors; returns (G, meta, run status) or None after explaining why."""
+    runs = [(r, sampling.list_checkpoints(r.run_dir)) for r in jobs.list_runs()]
+    runs = [(r, e) for r, e in runs if e]
+    if not runs:
+        st.info(f"No run with a checkpoint under `{runs_root()}` yet. {EMPTY_HELP}")
+        return None
+    c1, c2 = st.columns([3, 2])
+    ids = [r.run_id for r, _ in runs]
+    rid = c1.selectbox("run", ids, key=f"{key}_run",
+                       format_func=lambda i: next(f"{i}  ({r.state}, step {r.step})" for r, _ in runs
+                                                  if r.run_id == i))
+    run, entries = next((r, e) for r, e in runs if r.run_id == rid)
+    latest = _default_entry(run.state, entries)
+    labels = [f"latest: {latest['label']}"] + [e["label"] for e in entries]
+    choice = c2.selectbox("checkpoint", labels, key=f"{key}_ckpt_{rid}",
+                          help="the export of a finished run, else the newest checkpoint's G_ema")
+    entry = latest if choice == labels[0] else entries[labels.index(choice) - 1]
+    device = pick_device("auto")
+    try:
+        G, meta = cached_generator(str(run.run_dir), entry["path"], _mtime(entry), device)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        st.error(f"Could not load {entry['label']} of run {rid}: {e}")
+        return None
+    return G, meta, run
+
+
+def upscale(img: np.ndarray, min_px: int = 192) -> np.ndarray:
+    """Nearest-neighbour enlargement so small patches (16-64 px) are visible without blur."""
+    k = max(1, min_px // max(img.shape[0], 1))
+    return img if k == 1 else img.repeat(k, axis=0).repeat(k, axis=1)
+
+
+def device_caption(G) -> str:
+    return f"on {next(G.parameters()).device.type}" + (f" ({os.cpu_count()} cores)" if
+                                                       next(G.parameters()).device.type == "cpu" else "")
