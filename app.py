@@ -12,6 +12,12 @@ st.set_page_config(page_title="HistoGen Lab", page_icon=":material/biotech:", la
 
 @st.cache_resource(show_spinner=False)
 def _device() -> str:
+    import torch
+
+    if not torch.cuda.is_available():
+        # Sampling in the app shares the CPU with background training runs: two threads fighting
+        # a trainer for two cores were ~8x slower than one thread in bench/ui_latency.py.
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     return device_label()
 
 
@@ -35,6 +41,7 @@ pages = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
     st.Page("pages/samples.py", title="Samples", icon=":material/photo_library:", url_path="samples"),
     st.Page("pages/style_mixing.py", title="Style mixing", icon=":material/tune:", url_path="style-mixing"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:", url_path="evaluate"),
 ]
 pg = st.navigation(pages)
 

@@ -56,11 +56,12 @@ def pick_generator(key: str):
     entry = latest if choice == labels[0] else entries[labels.index(choice) - 1]
     device = pick_device("auto")
     try:
-        G, meta = cached_generator(str(run.run_dir), entry["path"], _mtime(entry), device)
+        mtime = _mtime(entry)
+        G, meta = cached_generator(str(run.run_dir), entry["path"], mtime, device)
     except (FileNotFoundError, ValueError, KeyError) as e:
         st.error(f"Could not load {entry['label']} of run {rid}: {e}")
         return None
-    return G, meta, run
+    return G, dict(meta, mtime=mtime), run
 
 
 def upscale(img: np.ndarray, min_px: int = 192) -> np.ndarray:

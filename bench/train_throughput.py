@@ -46,12 +46,23 @@ def count_flops(T: GanTrainer, real, y, stats) -> float:
     """FLOPs of one average step, counted on the eager modules (compiled code hides its ops)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    class _NoModules:  # totals only: the per-module tracker trips over no_grad views of parameters
+        parents = {"Global"}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return None
+
     saved = T.G_fwd, T.D_fwd
     T.G_fwd, T.D_fwd = T.G_ddp, T.D_ddp
     counts = []
     try:
         for step in (0, 1):  # step 0 runs R1 (and path length when on), step 1 does not
-            with FlopCounterMode(display=False) as fc:
+            fc = FlopCounterMode(display=False)
+            fc.mod_tracker = _NoModules()
+            with fc:
                 T.train_step(real, y, step, stats)
             counts.append(fc.get_total_flops())
     finally:

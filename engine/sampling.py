@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -35,30 +36,28 @@ MANIFEST_COLUMNS = ("file", "class", "seed", "psi", "checkpoint_step")
 
 def parse_seeds(text: str, max_count: int = MAX_SEEDS) -> list[int]:
     """"0-7", "1,5,9" or "0-3, 10" -> [0, 1, ...] in the order given, duplicates dropped."""
+    def num(part: str, v: str) -> int:
+        if not (v.isascii() and v.isdigit()):
+            raise ConfigError(f"seeds: cannot read {part!r}; use ranges and lists of non-negative integers "
+                              "like 0-7 or 1,5,9")
+        return int(v)
+
     seeds: list[int] = []
-    for part in str(text).replace(" ", "").split(","):
-        if not part:
-            continue
-        try:
-            if "-" in part:
-                lo, hi = (int(v) for v in part.split("-", 1))
-                if hi < lo:
-                    raise ConfigError(f"seeds: range {part!r} ends before it starts; write low-high, e.g. 0-7")
-                if hi - lo + 1 > max_count:
-                    raise ConfigError(f"seeds: range {part!r} has more than {max_count} seeds")
-                seeds.extend(range(lo, hi + 1))
-            else:
-                seeds.append(int(part))
-        except ValueError as e:
-            if isinstance(e, ConfigError):
-                raise
-            raise ConfigError(f"seeds: cannot read {part!r}; use ranges and lists of integers like "
-                              "0-7 or 1,5,9") from None
+    for part in (p for p in str(text).replace(" ", "").split(",") if p):
+        lo, _, hi = part.partition("-")
+        lo, hi = num(part, lo), (num(part, hi) if "-" in part else None)
+        if hi is None:
+            seeds.append(lo)
+        elif hi < lo:
+            raise ConfigError(f"seeds: range {part!r} ends before it starts; write low-high, e.g. 0-7")
+        elif hi - lo + 1 > max_count:
+            raise ConfigError(f"seeds: range {part!r} has more than {max_count} seeds")
+        else:
+            seeds.extend(range(lo, hi + 1))
     if not seeds:
         raise ConfigError("seeds: no seed given; use ranges and lists of integers like 0-7 or 1,5,9")
-    bad = [s for s in seeds if not 0 <= s < 2**32]
-    if bad:
-        raise ConfigError(f"seeds: {bad[0]} is out of range; seeds lie in 0..{2**32 - 1}")
+    if (big := max(seeds)) >= 2**32:
+        raise ConfigError(f"seeds: {big} is out of range; seeds lie in 0..{2**32 - 1}")
     out = list(dict.fromkeys(seeds))
     if len(out) > max_count:
         raise ConfigError(f"seeds: {len(out)} seeds given, at most {max_count} allowed")
@@ -126,8 +125,6 @@ def _class_names(run_dir: Path, cfg: dict, num_classes: int) -> list[str]:
 
 
 def _from_checkpoint(run_dir: Path, path: Path, device: str) -> tuple[nn.Module, dict]:
-    import json
-
     from engine.models.stylegan2 import Generator
 
     try:
@@ -186,7 +183,7 @@ def load_generator(run_dir: str | os.PathLike, step: int | None = None, device: 
         found = [e for e in entries if e["step"] == int(step)]
         if not found:
             raise FileNotFoundError(f"step: run {d.name} has no checkpoint at step {step}; available steps: "
-                                    f"{', '.join(str(e['step']) for e in entries)}")
+                                    f"{', '.join(str(s) for s in sorted({e['step'] for e in entries}, reverse=True))}")
         chosen = min(found, key=lambda e: e["kind"] != "checkpoint")
     if chosen["kind"] == "export":
         G, meta = load_generator_export(chosen["path"], device=device)

@@ -41,7 +41,7 @@ except ConfigError as e:
     st.stop()
 
 idx = [names.index(c) for c in classes]
-key = (meta["path"], meta["step"], tuple(idx), tuple(seeds), float(psi))
+key = (meta["path"], meta["mtime"], tuple(idx), tuple(seeds), float(psi))
 result = st.session_state.get("samples_result")
 if result is None or result["key"] != key:
     bar = st.progress(0.0, text="Generating...")

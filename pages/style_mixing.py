@@ -25,13 +25,13 @@ MAX_SEED = 2**32 - 1
 c1, c2 = st.columns(2)
 with c1:
     st.subheader("Source")
-    src_class = st.selectbox("source class", names, key="mix_src_class")
-    src_seed = st.number_input("source seed", 0, MAX_SEED, 0, key="mix_src_seed")
+    src_class = st.selectbox("source class", names, key=f"mix_src_class_{run.run_id}")
+    src_seed = st.number_input("source seed", 0, MAX_SEED, 0, key=f"mix_src_seed_{run.run_id}")
 with c2:
     st.subheader("Style donor")
-    dst_class = st.selectbox("donor class", names, key="mix_dst_class",
+    dst_class = st.selectbox("donor class", names, key=f"mix_dst_class_{run.run_id}",
                              help="the same class as the source or another one")
-    dst_seed = st.number_input("donor seed", 0, MAX_SEED, 1, key="mix_dst_seed")
+    dst_seed = st.number_input("donor seed", 0, MAX_SEED, 1, key=f"mix_dst_seed_{run.run_id}")
 
 mode = st.radio("mix", ["crossover layer", "per-layer sliders"], horizontal=True, key="mix_mode",
                 help="crossover: every layer from the chosen one on comes from the donor; sliders: a donor "

@@ -114,11 +114,15 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
 
-def _runs_table(runs: list[jobs.RunStatus]) -> None:
+def _runs_table(ticking: bool) -> None:
+    """All runs; re-drawn every 5 s by st.fragment while any of them is alive."""
+    runs = jobs.list_runs()
     rows = [{"run": s.run_id, "state": s.state, "step": s.step, "kimg": round(s.kimg, 3),
              "started": time.strftime("%Y-%m-%d %H:%M", time.localtime((s.raw or {}).get("started_at") or 0)),
              "heartbeat": _age(s.heartbeat_age_s) if s.alive else "", "message": s.message} for s in runs]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="runs_table")
+    if ticking and not any(s.alive for s in runs):
+        st.rerun()  # every run has ended: stop this timer
 
 
 def _class_names(d: Path, cfg: dict) -> list[str]:
@@ -171,8 +175,7 @@ def _live(run_id: str, ticking: bool) -> None:
 def _selected(runs: list[jobs.RunStatus]) -> None:
     ids = [s.run_id for s in runs]
     current = st.session_state.get("train_run")
-    rid = st.selectbox("run", ids, index=ids.index(current) if current in ids else 0,
-                       format_func=lambda r: f"{r} ({next(s.state for s in runs if s.run_id == r)})")
+    rid = st.selectbox("run", ids, index=ids.index(current) if current in ids else 0)
     st.session_state["train_run"] = rid
     s = next(x for x in runs if x.run_id == rid)
     c1, c2, c3, _ = st.columns([1, 1, 1, 3])
@@ -201,5 +204,6 @@ if not runs:
             "`python -m engine jobs start --res 32 --kimg 2`.")
 else:
     st.subheader("Runs")
-    _runs_table(runs)
+    alive = any(s.alive for s in runs)
+    st.fragment(_runs_table, run_every=5 if alive else None)(alive)
     _selected(runs)

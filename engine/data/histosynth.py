@@ -39,7 +39,7 @@ def _rotated(X, Y, theta):
     return (X - 0.5) * c + (Y - 0.5) * s, -(X - 0.5) * s + (Y - 0.5) * c
 
 
-def _stamp(od, cx, cy, ra, rb, ang, val, rim=0.0, mode="max"):
+def _stamp(od, cx, cy, ra, rb, ang, val, rim=0.0):
     """Draw N anti-aliased ellipses (unit coords, radii ra along ang, rb across) into od.
 
     Vectorised over all ellipses: each gets a k x k pixel box, merged with ufunc.at, so hundreds of
@@ -52,25 +52,25 @@ def _stamp(od, cx, cy, ra, rb, ang, val, rim=0.0, mode="max"):
     inside = (cx > -big) & (cx < 1 + big) & (cy > -big) & (cy < 1 + big)  # skip ellipses off the patch
     cx, cy, ra, rb, ang, val, rim = (a[inside] for a in (cx, cy, ra, rb, ang, val, rim))
     if cx.size == 0:
-        return od
+        return
     k = int(np.ceil(2 * big.max() * n)) + 3
     ox = np.floor(cx * n - k / 2).astype(np.int64)[:, None, None]
     oy = np.floor(cy * n - k / 2).astype(np.int64)[:, None, None]
     j = np.arange(k)
-    px, py = ox + j[None, None, :], oy + j[None, :, None]
-    dx = (px + 0.5) / n - cx[:, None, None]
-    dy = (py + 0.5) / n - cy[:, None, None]
+    px, py = ox + j[None, None, :], oy + j[None, :, None]  # (N, 1, k) and (N, k, 1): broadcast, not k*k
+    dx = ((px + 0.5) / n - cx[:, None, None]).astype(np.float32)
+    dy = ((py + 0.5) / n - cy[:, None, None]).astype(np.float32)
     c, s = np.cos(ang)[:, None, None], np.sin(ang)[:, None, None]
-    r = np.sqrt(((dx * c + dy * s) / ra[:, None, None]) ** 2 + ((dy * c - dx * s) / rb[:, None, None]) ** 2)
+    ia, ib = 1 / ra[:, None, None], 1 / rb[:, None, None]
+    r = np.sqrt((dx * (c * ia) + dy * (s * ia)) ** 2 + (dy * (c * ib) - dx * (s * ib)) ** 2)
     # edge ramp one pixel wide whatever the size, so small nuclei stay round and visible at 32 px
     width = np.maximum(rb * n, 0.6)[:, None, None]
-    v = np.clip((1 - r) * width + 0.5, 0, 1) * (1 - rim[:, None, None] * np.clip(1 - r, 0, 1) ** 0.7)
-    v = v * val[:, None, None]
-    ok = (px >= 0) & (px < n) & (py >= 0) & (py < n) & (v > 0)
-    idx = (py * n + px)[ok]
-    flat = od.reshape(-1)
-    (np.maximum if mode == "max" else np.add).at(flat, idx, v[ok].astype(od.dtype))
-    return od
+    v = np.clip((1 - r) * width + 0.5, 0, 1) * val[:, None, None]
+    if rim.any():
+        v *= 1 - rim[:, None, None] * np.clip(1 - r, 0, 1) ** 0.7
+    ok = ((px >= 0) & (px < n)) & ((py >= 0) & (py < n)) & (v > 0)
+    assert od.flags.c_contiguous  # else reshape would copy and the stamps would be lost
+    np.maximum.at(od.reshape(-1), (py * n + px)[ok], v[ok].astype(od.dtype))  # overlaps merge, not add up
 
 
 def _scatter(rng, m, jitter=0.5, lo=-0.05, hi=1.05):
@@ -86,15 +86,25 @@ def _uniform_pts(rng, k, lo=-0.03, hi=1.03):
     return rng.uniform(lo, hi, k), rng.uniform(lo, hi, k)
 
 
-def _nuclei(rng, h, e, x, y, r, aspect=1.3, ang=None, dark=1.2, rim=0.0, jit=0.25):
-    """Nuclei at (x, y): H-dense ellipses with size / shape / darkness jitter, a little E underneath."""
+def _in(mask, x, y):
+    """mask looked up at unit-coordinate points."""
+    n = mask.shape[0]
+    return mask[(np.clip(y, 0, 0.999) * n).astype(int), (np.clip(x, 0, 0.999) * n).astype(int)]
+
+
+def _nuclei(rng, h, e, x, y, r, aspect=1.3, ang=None, dark=1.2, rim=0.0, jit=0.25, keep=None):
+    """Nuclei at (x, y): H-dense ellipses with size / shape / darkness jitter, a little E underneath.
+
+    keep masks nuclei out after the random draws, so the draws (and every later one) do not depend on
+    a raster test that can flip with the patch size.
+    """
     k = len(x)
-    if k == 0:
-        return
     r = r * rng.uniform(1 - jit, 1 + jit, k)
     asp = aspect * rng.uniform(0.85, 1.15, k)
     ang = rng.uniform(0, np.pi, k) if ang is None else ang
     d = dark * rng.uniform(0.8, 1.15, k)
+    if keep is not None:
+        x, y, r, asp, ang, d, rim = (np.broadcast_to(v, (k,))[keep] for v in (x, y, r, asp, ang, d, rim))
     _stamp(h, x, y, r * np.sqrt(asp), r / np.sqrt(asp), ang, d, rim)
     _stamp(e, x, y, r * np.sqrt(asp), r / np.sqrt(asp), ang, 0.35 * d, 0.0)
 
@@ -106,19 +116,27 @@ def _clear(h, e, mask):
     e *= keep
 
 
-# ---------------------------------------------------------------- classes
-
-
 def _tears(rng, n, thr):
     """Ragged empty cracks: multi-octave noise above thr (thr ~ 1.5 gives a few % of the area)."""
     f = _noise(rng, n, 3) + 0.5 * _noise(rng, n, 7) + 0.25 * _noise(rng, n, 15)
     return np.clip((f - thr) * 3, 0, 1)
 
 
-def _stripes(V, period, n, sharp=1.0):
+def _stripes(V, period, n):
     """Cosine fibre stripes across V, faded out where they would alias (period under ~3 px)."""
     fade = np.clip((period * n - 2.5) / 2.5, 0, 1)
-    return (0.5 + 0.5 * np.cos(2 * np.pi * V / period)) ** sharp * fade + 0.5 * (1 - fade)
+    return (0.5 + 0.5 * np.cos(2 * np.pi * V / period)) * fade + 0.5 * (1 - fade)
+
+
+def _fibre_profile(rng, V, spacing, n):
+    """Irregular parallel fibres across V: random strand intensities on knots `spacing` apart."""
+    kn = np.arange(-1.0, 1.0, spacing)
+    val = np.clip(rng.standard_normal(kn.size) + 0.3, 0, None)
+    fade = np.clip((spacing * n - 1.0) / 1.5, 0, 1)  # fibres finer than the pixels would only alias
+    return fade * np.interp(V, kn, val) + (1 - fade) * val.mean()
+
+
+# ---------------------------------------------------------------- classes
 
 
 def _adi(rng, n, X, Y):
@@ -136,11 +154,13 @@ def _adi(rng, n, X, Y):
     memb = np.clip(1 - dist / hw, 0, 1) * (_noise(rng, n, 6) > -1.4)
     e += memb * rng.uniform(0.9, 1.4) + rng.uniform(0.04, 0.1) + 0.03 * _noise(rng, n, 4)
     h += memb * 0.15
-    k = rng.integers(0, 4)
-    if k:  # a few flattened nuclei lying on membranes
-        yy, xx = np.nonzero(memb > 0.8)
-        pick = rng.integers(0, len(xx), k) if len(xx) else []
-        _nuclei(rng, h, e, (xx[pick] + 0.5) / n, (yy[pick] + 0.5) / n, 0.012, aspect=3, dark=1.0)
+    # a few flattened nuclei lying along membranes: snap random points onto the nearest cell border
+    x, y = _uniform_pts(rng, rng.integers(0, 4), 0.05, 0.95)
+    for x0, y0 in zip(x, y):
+        a, b = np.argsort(np.hypot(px - x0, py - y0))[:2]
+        ux, uy = px[b] - px[a], py[b] - py[a]
+        t = ((x0 - (px[a] + px[b]) / 2) * ux + (y0 - (py[a] + py[b]) / 2) * uy) / (ux * ux + uy * uy)
+        _nuclei(rng, h, e, [x0 - t * ux], [y0 - t * uy], 0.012, aspect=4, ang=np.arctan2(ux, -uy), dark=1.0)
     return h, e
 
 
@@ -171,7 +191,7 @@ def _deb(rng, n, X, Y):
     k = len(x)
     r = rng.uniform(0.013, 0.024, k)
     ang = rng.uniform(0, 3.2, k)
-    _stamp(e, x, y, r, r * rng.uniform(0.6, 1.0, k), ang, rng.uniform(0.6, 1.3, k), rim=rng.uniform(0, 0.3, k))
+    _stamp(e, x, y, r, r * rng.uniform(0.6, 1.0, k), ang, rng.uniform(0.6, 1.3, k), rng.uniform(0, 0.3, k))
     _stamp(h, x, y, r, r * 0.8, ang, rng.uniform(0, 0.5, k) ** 2)  # some ghosts keep a purple tinge
     # karyorrhexis: dark nuclear fragments of every size, in clumps
     c = rng.integers(8, 20)
@@ -190,8 +210,7 @@ def _lym(rng, n, X, Y):
     e = np.clip(rng.uniform(0.12, 0.25) + 0.08 * _noise(rng, n, 8), 0, None)
     m = rng.integers(22, 30)
     x, y = _scatter(rng, m, jitter=0.45)
-    dens = _noise(rng, 8, 3)[(np.clip(y, 0, 0.999) * 8).astype(int), (np.clip(x, 0, 0.999) * 8).astype(int)]
-    keep = dens > rng.uniform(-1.8, -0.6)  # sparse pockets between packed areas
+    keep = _in(_noise(rng, 8, 3), x, y) > rng.uniform(-1.8, -0.6)  # sparse pockets between packed areas
     _nuclei(rng, h, e, x[keep], y[keep], rng.uniform(0.015, 0.02), aspect=1.15, dark=rng.uniform(1.2, 1.6),
             jit=0.15)
     if rng.uniform() < 0.3:  # a small vessel lumen
@@ -210,7 +229,7 @@ def _muc(rng, n, X, Y):
         f = _noise(rng, n, cells) + 1.5 * np.sin(2 * np.pi * V * rng.uniform(2, 5) + 2 * _noise(rng, n, 3))
         wisps += (1 - np.abs(f)).clip(0, 1) ** p
     pool = 0.55 + 0.45 * np.tanh(_noise(rng, n, 3) + 1.0)  # mucus lakes, thinner in places
-    h = ((0.25 + 0.1 * _noise(rng, n, 10)).clip(0) + 0.35 * wisps) * pool * rng.uniform(0.8, 1.3) + 0.03
+    h = ((0.3 + 0.1 * _noise(rng, n, 10)).clip(0) + 0.35 * wisps) * pool * rng.uniform(0.8, 1.3) + 0.03
     e = (0.12 + 0.12 * wisps) * pool * rng.uniform(0.7, 1.3) + 0.03
     for _ in range(rng.integers(0, 3)):  # pink strands of stroma crossing the mucus
         U, V = _rotated(X, Y, rng.uniform(0, np.pi))
@@ -242,27 +261,19 @@ def _mus(rng, n, X, Y):
     return h, e
 
 
-def _fibre_profile(rng, V, spacing, n):
-    """Irregular parallel fibres across V: random strand intensities on knots `spacing` apart."""
-    spacing = max(spacing, 1.5 / n)  # thinner than the pixels would only alias
-    kn = np.arange(-1.0, 1.0, spacing)
-    val = np.clip(rng.standard_normal(kn.size) + 0.3, 0, None)
-    return np.interp(V, kn, val)
-
-
 def _str(rng, n, X, Y):
     theta = rng.uniform(0, np.pi)
     e = np.zeros((n, n), np.float32)
     for layer in range(rng.integers(1, 3)):  # one or two interwoven layers of wavy collagen bundles
         U, V = _rotated(X, Y, theta + layer * rng.uniform(0.4, 1.4))
-        V = V + rng.uniform(0.015, 0.05) * np.sin(2 * np.pi * U / rng.uniform(0.2, 0.5) + _noise(rng, n, 3)) \
+        V = V + rng.uniform(0.01, 0.03) * np.sin(2 * np.pi * U / rng.uniform(0.25, 0.6) + _noise(rng, n, 3)) \
             + 0.06 * _noise(rng, n, 3)
-        s = _fibre_profile(rng, V, rng.uniform(0.012, 0.02), n)
+        s = _fibre_profile(rng, V, rng.uniform(0.02, 0.035), n)
         e = np.maximum(e, s * np.clip(0.5 + 0.7 * _noise(rng, n, 4), 0, 1))
-    e = rng.uniform(0.45, 0.75) * e + 0.2 + 0.05 * _noise(rng, n, 6)
+    e = rng.uniform(0.5, 0.85) * e + 0.22 + 0.05 * _noise(rng, n, 6)
     h = 0.05 + 0.04 * e
     _clear(h, e, _tears(rng, n, rng.uniform(1.3, 2.5)))
-    k = rng.integers(6, 20)  # sparse fibroblasts (spindles) and a few lymphocytes
+    k = rng.integers(10, 30)  # sparse fibroblasts (spindles) and a few lymphocytes
     x, y = _uniform_pts(rng, k)
     _nuclei(rng, h, e, x, y, 0.013, aspect=rng.uniform(3, 6), ang=theta + rng.normal(0, 0.5, k), dark=1.2)
     k = rng.integers(0, 8)
@@ -297,18 +308,13 @@ def _gland_pts(g, rhos, angs):
     return cx + rad * np.cos(angs) / np.sqrt(asp), cy + rad * np.sin(angs) * np.sqrt(asp)
 
 
-def _in(mask, x, y):
-    n = mask.shape[0]
-    return mask[(np.clip(y, 0, 0.999) * n).astype(int), (np.clip(x, 0, 0.999) * n).astype(int)]
-
 
 def _norm(rng, n, X, Y):
     rho, gl = _glands(rng, n, X, Y, rng.integers(1, 4), 0.22, 0.4, 0.03)
     lumen = rng.uniform(0.2, 0.38)
     epi = (rho < 1) & (rho > lumen)
-    e = np.where(epi, rng.uniform(0.45, 0.65), rng.uniform(0.45, 0.7)) * (1 + 0.15 * _noise(rng, n, 6))
-    e = e.astype(np.float32)
-    h = np.where(epi, 0.14, 0.08).astype(np.float32)
+    e = (np.where(epi, rng.uniform(0.45, 0.65), rng.uniform(0.45, 0.7)) * (1 + 0.15 * _noise(rng, n, 6)))
+    e, h = e.astype(np.float32), np.where(epi, 0.14, 0.08).astype(np.float32)
     holes = np.zeros((n, n), np.float32)
     for g in gl:
         m = int(2 * np.pi * g[2] / 0.022)  # basal nuclei, evenly spaced, oriented radially
@@ -329,8 +335,7 @@ def _norm(rng, n, X, Y):
     h += 0.1 * goblets  # faint grey-blue mucin in the goblets
     # lamina propria: many small round lymphocytes / plasma cells between the crypts
     x, y = _uniform_pts(rng, rng.integers(200, 450))
-    sel = _in(rho > 1.08, x, y)
-    _nuclei(rng, h, e, x[sel], y[sel], 0.012, dark=1.3)
+    _nuclei(rng, h, e, x, y, 0.012, dark=1.3, keep=_in(rho > 1.08, x, y))
     return h, e
 
 
@@ -345,18 +350,21 @@ def _tum(rng, n, X, Y):
             m = int(np.pi * g[2] ** 2 * (1 - lumen ** 2) * rng.uniform(500, 800))
             a = rng.uniform(0, 2 * np.pi, m)
             x, y = _gland_pts(g, rng.uniform(lumen + 0.04, 0.96, m), a)
-            _nuclei(rng, h, e, x, y, rng.uniform(0.017, 0.022), aspect=rng.uniform(2.5, 4),
-                    ang=a + rng.normal(0, 0.2, m), dark=rng.uniform(0.9, 1.3), rim=rng.uniform(0.2, 0.6), jit=0.35)
+            r, asp, ang = rng.uniform(0.017, 0.022), rng.uniform(2.5, 4), a + rng.normal(0, 0.2, m)
+            dark, rim = rng.uniform(0.9, 1.3), rng.uniform(0.2, 0.6)
+            _nuclei(rng, h, e, x, y, r, asp, ang, dark=dark, rim=rim, jit=0.35)
         _clear(h, e, np.clip((lumen - rho) * 20, 0, 1) * (0.75 + 0.25 * (_noise(rng, n, 8) < 0.8)))
         h += 0.15 * (rho < lumen) * (_noise(rng, n, 10) > 0.8)  # dirty necrosis in the lumen
         x, y = _uniform_pts(rng, 40)
-        sel = _in(rho > 1.05, x, y)
-        _nuclei(rng, h, e, x[sel], y[sel], 0.012, aspect=3, dark=1.1)
+        _nuclei(rng, h, e, x, y, 0.012, aspect=3, dark=1.1, keep=_in(rho > 1.05, x, y))
     else:  # solid sheet of large pleomorphic cells with vesicular nuclei
         e = rng.uniform(0.55, 0.8) * (1 + 0.15 * _noise(rng, n, 8)).astype(np.float32)
         x, y = _scatter(rng, rng.integers(8, 12), jitter=0.45)
         _nuclei(rng, h, e, x, y, rng.uniform(0.026, 0.034), aspect=rng.uniform(1.2, 1.8), dark=1.2,
                 rim=rng.uniform(0.3, 0.6), jit=0.35)
+        j = rng.uniform(size=x.size) < 0.5  # prominent nucleoli
+        dx, dy = rng.normal(0, 0.005, (2, x.size))
+        _stamp(h, (x + dx)[j], (y + dy)[j], 0.005, 0.005, 0, 1.3)
         _clear(h, e, _tears(rng, n, rng.uniform(1.5, 3.0)))
     return h, e
 
@@ -395,7 +403,8 @@ def render(class_index: int, size: int, seed: int) -> np.ndarray:
     # stain jitter: intensity and hue of each stain vary slide to slide
     hv = H_VEC + rng.normal(0, 0.03, 3)
     ev = E_VEC + rng.normal(0, 0.03, 3)
-    h = ndimage.gaussian_filter(np.asarray(h, np.float32), 0.5) * rng.uniform(0.9, 1.1)
+    grain = 1 + 0.12 * _noise(rng, size, 48)  # chromatin and cytoplasm granularity, ~2 um
+    h = ndimage.gaussian_filter(np.asarray(h, np.float32) * grain, 0.5) * rng.uniform(0.9, 1.1)
     e = ndimage.gaussian_filter(np.asarray(e, np.float32), 0.5) * rng.uniform(0.9, 1.1)
     od = h[..., None] * (hv / np.linalg.norm(hv)) + e[..., None] * (ev / np.linalg.norm(ev))
     od += np.array([0.06, 0.08, 0.06]) + rng.normal(0, 0.025, (size, size, 1))  # glass tint, grain
@@ -403,8 +412,9 @@ def render(class_index: int, size: int, seed: int) -> np.ndarray:
 
 
 def patch_seed(seed: int, class_index: int, i: int) -> int:
-    """Seed of patch i of a class in the demo set `seed`: a hash, so sets, classes and indices never share."""
-    return int(np.random.SeedSequence([int(seed), int(class_index), int(i)]).generate_state(1, np.uint64)[0] >> 1)
+    """Seed of patch i of class class_index in the demo set `seed` (a hash: sets never share patches)."""
+    ss = np.random.SeedSequence([int(seed), int(class_index), int(i)])
+    return int(ss.generate_state(1, np.uint64)[0] >> 1)  # 63 bits: a plain non-negative int
 
 
 def generate(size: int, per_class: int, seed: int):

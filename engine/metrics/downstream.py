@@ -41,7 +41,7 @@ def downstream(ctx) -> dict:
         raise ValueError("downstream needs a real test (or val) split; this data set has neither")
     counts = np.bincount(ctx.gen_labels, minlength=len(names))
     real_rows = match_per_class(train.labels, counts, ctx.seed)
-    sets = {"real": (train.images[real_rows], train.labels[real_rows]),
+    sets = {"real": (train.take(real_rows), train.labels[real_rows]),
             "synthetic": (ctx.gen_images, ctx.gen_labels)}
     sets["real+synthetic"] = tuple(np.concatenate([a, b]) for a, b in zip(sets["real"], sets["synthetic"]))
     out = {"test_split": test_split, "n_test": int(len(test.labels)), "arch": cfg.downstream_arch,

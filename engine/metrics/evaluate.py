@@ -61,6 +61,8 @@ class EvalConfig:
     memorisation_threshold: float = opt(0.5, "flag a generated patch whose distance ratio is below this",
                                         range=(0.0, 10.0))
     memorisation_pairs: int = opt(8, "closest generated/training pairs kept for review", range=(0, 1000))
+    memorisation_train_cap: int = opt(0, "training patches per class searched for nearest neighbours "
+                                         "(0 = the whole train split)", range=(0, 10_000_000))
     job: str = opt("", "report id (default: a new timestamp); set by the background job")
 
     def check(self) -> None:
@@ -136,14 +138,20 @@ class EvalContext:
     gen_feats = property(lambda self: self._embedded[0])
     gen_logits = property(lambda self: self._embedded[1])
 
-    def real(self, split: str):
-        if split not in self._real:
+    def real(self, split: str, cap: int | None = None):
+        """Real patches of `split`, at most `cap` per class (None = the evaluation's cap, 0 = all)."""
+        key = (split, self.real_cap if cap is None else cap)
+        if key not in self._real:
             from engine.metrics.fid import real_set
 
             self.progress(f"real `{split}` features (cached on disk after the first time)")
-            self._real[split] = real_set(self.data, split, self.features, self.space_desc, self.res,
-                                         self.real_cap, self.cfg.batch, self.device)
-        return self._real[split]
+            self._real[key] = real_set(self.data, split, self.features, self.space_desc, self.res, key[1],
+                                       self.cfg.batch, self.device)
+        return self._real[key]
+
+    def real_sets(self) -> dict:
+        """{split: RealSet} of the splits used at the evaluation's own cap (what the report counts)."""
+        return {s: r for (s, cap), r in self._real.items() if cap == self.real_cap}
 
     def save_array(self, name: str, array: np.ndarray) -> None:
         self.arrays[name] = np.ascontiguousarray(array)
@@ -229,9 +237,9 @@ def evaluate(cfg: EvalConfig, progress: Callable[[float, str], None] | None = No
                    "feature_space": space.get("resize_mode", "")},
         "n_generated": int(gen_counts.sum()),
         "n_generated_per_class": dict(zip(ctx.class_names, map(int, gen_counts))),
-        "n_real": {s: int(len(r.labels)) for s, r in ctx._real.items()},
+        "n_real": {s: int(len(r.labels)) for s, r in ctx.real_sets().items()},
         "n_real_per_class": {s: dict(zip(ctx.class_names, map(int, np.bincount(r.labels, minlength=len(
-            ctx.class_names))))) for s, r in ctx._real.items()},
+            ctx.class_names))))) for s, r in ctx.real_sets().items()},
         "real_split": cfg.real_split, "truncation": cfg.truncation, "noise_mode": "const",
         "seeds": [cfg.seed, cfg.seed + ctx.per_class_n - 1], "device": device,
         "preferred": "kid" if int(gen_counts.sum()) < SMALL_N else "fid",

@@ -85,9 +85,21 @@ class RealSet:
 
     @property
     def images(self) -> np.ndarray:
+        """All its patches (uint8 NHWC at `res`), read once; use `take` for a few of a large set."""
         if self._images is None:
-            self._images = resize_uint8(np.asarray(self.data.images[self.index]), self.res)
+            self._images = self.take(np.arange(len(self.index)))
         return self._images
+
+    def take(self, rows) -> np.ndarray:
+        """Patches at positions `rows` of this set, read from the data set's memmap in sorted order."""
+        rows = np.asarray(rows, np.int64)
+        if self._images is not None:
+            return self._images[rows]
+        order = np.argsort(self.index[rows], kind="stable")
+        out = np.empty((len(rows), self.res, self.res, 3), np.uint8)
+        if len(rows):
+            out[order] = resize_uint8(np.asarray(self.data.images[self.index[rows][order]]), self.res)
+        return out
 
 
 def cache_path(data, split: str, space_desc: dict, res: int, cap: int) -> Path:

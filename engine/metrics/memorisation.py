@@ -41,7 +41,7 @@ def distance_ratios(gen_feats, gen_labels, train_feats, held_feats, held_labels,
 @register_metric("memorisation")
 def memorisation(ctx) -> dict:
     names, thr, k = ctx.class_names, ctx.cfg.memorisation_threshold, ctx.cfg.memorisation_pairs
-    train = ctx.real("train")
+    train = ctx.real("train", ctx.cfg.memorisation_train_cap)
     held_split = "test" if len(ctx.data.splits["test"]) else "val"
     held = ctx.real(held_split)
     if len(train.labels) == 0 or len(held.labels) == 0:
@@ -50,7 +50,7 @@ def memorisation(ctx) -> dict:
                                          len(names))
     order = np.argsort(ratio)[:k]
     ctx.save_array("memorisation_generated", ctx.gen_images[order])
-    ctx.save_array("memorisation_real", train.images[idx[order]])
+    ctx.save_array("memorisation_real", train.take(idx[order]))
     pairs = [{"rank": r, "generated": int(g), "class": names[ctx.gen_labels[g]], "seed": ctx.gen_seeds[g],
               "train_row": int(train.index[idx[g]]), "distance": float(d[g]), "ratio": float(ratio[g])}
              for r, g in enumerate(order)]

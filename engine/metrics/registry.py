@@ -7,8 +7,11 @@ engine.metrics.evaluate.EvalContext; the attributes a metric may use:
     ctx.features           the frozen feature space (nn.Module with num_features; see features.py)
     ctx.gen_images         uint8 (N,H,W,3) generated patches, class-major; ctx.gen_labels (N,) int64
     ctx.gen_feats          (N, d) float64 features of gen_images
+    ctx.gen_seeds          (N,) seeds; ctx.space_desc: describe_space(ctx.features)
+    ctx.data               the PreparedData compared against
     ctx.gen_logits         (N, k) logits of the space's classifier head, or None when it has none
-    ctx.real(split)        a RealSet of a real split at the generator's resolution:
+    ctx.real(split, cap=None)  a RealSet of a real split (at most `cap` per class; None = the
+                           evaluation's cap, 0 = all) at the generator's resolution:
                            .images (uint8), .labels, .feats (float64, cached on disk per data set, split,
                            feature space and size), .index (rows of the prepared data set)
     ctx.per_class, ctx.device, ctx.seed, ctx.cfg (the EvalConfig)

@@ -124,7 +124,7 @@ def _figure(df: pd.DataFrame, title: str, series: list[tuple[str, str]], *, y_ti
     fig.update_layout(title=dict(text=title, font=dict(size=14)), height=height,
                       margin=dict(l=50, r=10, t=36, b=36), xaxis_title=x_name, yaxis_title=y_title,
                       legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
-                      uirevision=title)  # zoom and hidden traces survive the 2-s redraws
+                      uirevision=title)  # keeps zoom across updates where the chart is updated in place
     if log_y:
         fig.update_yaxes(type="log")
     return fig

@@ -97,6 +97,7 @@ class GanTrainer:
         self.mean_pl = torch.zeros((), device=device)
         # device accumulators for the controllers: [sum of real signs > 0, reals, sum |fake|, steps]
         self.ctrl = torch.zeros(4, device=device)
+        self.alpha_t = torch.zeros((), device=device)  # gate.alpha on the device, set per update
 
     @staticmethod
     def _domain_features(cfg: TrainConfig, data_dir: str | None) -> nn.Module:
@@ -129,7 +130,8 @@ class GanTrainer:
         cfg, n = self.cfg, real.shape[0]
         p = self.ada.p if cfg.ada else 0.0
         use_domain = self.D.domain_features is not None
-        alpha = self.gate.alpha if use_domain else 0.0
+        # a tensor alpha: no recompiles as it moves; the number 0 skips the frozen extractor
+        alpha = self.alpha_t if use_domain and self.gate.alpha != 0 else 0.0
         self.stats_ema.update(real)
 
         # --- D: logistic/BCE on aug(real) vs aug(fake), drift, lazy R1 (every r1_every, x r1_every)
@@ -238,6 +240,7 @@ class GanTrainer:
                 on_event({"event": "saturation_watchdog", **event,
                           "perceptual_weight": self.cfg.perceptual_weight * self.perceptual_scale,
                           "alpha_max": self.gate.alpha_max})
+        self.alpha_t.fill_(self.gate.alpha)  # fill_ takes a host scalar: no sync
 
     def reduce_stats(self, sums, mins, maxs):
         """Combine the ranks' statistics for a CSV row (mean of means, min of mins, max of maxs)."""
@@ -288,6 +291,7 @@ class GanTrainer:
         self.acc_ema = None if d["acc_ema"] is None else float(d["acc_ema"])
         self.mean_pl = d["mean_pl"].to(self.device)
         self.ctrl = d["ctrl"].to(self.device)
+        self.alpha_t.fill_(self.gate.alpha)
         set_rng_state(d["rng"])
 
     def export_meta(self, class_names: list[str], step: int) -> dict:

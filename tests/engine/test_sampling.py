@@ -48,7 +48,7 @@ def test_list_and_load_choose_export_or_checkpoint(run):
 
 
 def test_load_errors(run, tmp_path):
-    with pytest.raises(FileNotFoundError, match="available steps: 8, 8, 4"):
+    with pytest.raises(FileNotFoundError, match="available steps: 8, 4$"):
         S.load_generator(run, step=5)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no checkpoint or export"):

@@ -18,7 +18,7 @@ from engine.train.logging import CSV_COLUMNS, read_csv_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--res", "16", "--batch", "8", "--z-dim", "32", "--w-dim", "32", "--n-mlp", "2",
-        "--channel-base", "256", "--channel-max", "64", "--grid-per-class", "2", "--workers", "0",
+        "--channel-base", "256", "--channel-max", "64", "--grid-per-class", "2",
         "--r1-every", "2", "--ada-interval", "2", "--ada-kimg", "0.5", "--pl-weight", "2",
         "--pl-every", "2", "--log-kimg", "0.016", "--sample-kimg", "0.032", "--snap-kimg", "0.032"]
 

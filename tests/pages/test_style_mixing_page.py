@@ -45,7 +45,7 @@ def test_style_mixing_page_tiny_run(monkeypatch):
     assert not at.exception, at.exception
     labels = [s.label for s in at.slider if s.key.startswith("mix_w_")]
     assert labels == [f"{g['name']} ({g['group']})" for g in sampling.layer_groups(G)]
-    at.selectbox(key="mix_dst_class").set_value("TUM")
+    at.selectbox(key="mix_dst_class_tiny").set_value("TUM")
     at.slider(key=f"mix_w_{n}_0").set_value(1.0).run()
     assert not at.exception, at.exception
     assert len(at.get("image")) == 3

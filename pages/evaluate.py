@@ -1,0 +1,266 @@
+"""Evaluate page: start an evaluation of a run's checkpoint (a background job), watch its progress, read
+its report: per-class table and bars with error bars, history over training steps, memorisation pairs,
+confusion matrices, colour check. All numbers come from engine.metrics; this page only draws them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from engine import jobs, sampling
+from engine.config import ConfigError
+from engine.metrics import jobs as eval_jobs
+from engine.metrics import report as R
+from engine.metrics.registry import list_metrics
+from engine.utils import read_json, runs_root
+
+SPACES = ("domain", "inception", "timm:<name>")
+METRIC_HELP = ("fid/kid/pr: distribution distances in the feature space; is: Inception Score (means little "
+               "for H&E); lpips: intra-class diversity (LPIPS needs local AlexNet weights; the feature-space "
+               "diversity is always computed); downstream: classifiers trained on real / synthetic / both, "
+               "tested on real; memorisation: nearest training patch per sample; stain: H&E colour histograms")
+
+st.title("Evaluate")
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures (pure functions of report tables)
+
+def bars(df: pd.DataFrame, cols: list[tuple[str, str | None, str]], title: str, y: str) -> go.Figure:
+    """Grouped bars per class; cols = [(value column, std column or None, legend name)]."""
+    fig = go.Figure()
+    for col, err, name in cols:
+        if col in df:
+            e = dict(type="data", array=df[err].tolist(), visible=True) if err and err in df else None
+            fig.add_bar(x=list(df.index), y=df[col].tolist(), name=name, error_y=e)
+    fig.update_layout(title=title, yaxis_title=y, barmode="group", height=320, margin=dict(t=40, b=10))
+    return fig
+
+
+def history_figure(hist: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    if "fid" in hist and hist["fid"].notna().any():
+        fig.add_scatter(x=hist["step"], y=hist["fid"], mode="lines+markers", name="FID")
+    if "kid" in hist and hist["kid"].notna().any():
+        fig.add_scatter(x=hist["step"], y=hist["kid"], mode="lines+markers", name="KID", yaxis="y2",
+                        error_y=dict(type="data", array=hist["kid_std"].tolist(), visible=True))
+    fig.update_layout(title="FID and KID over training", xaxis_title="step", yaxis_title="FID",
+                      yaxis2=dict(title="KID", overlaying="y", side="right"), height=340,
+                      margin=dict(t=40, b=10), uirevision="history")
+    return fig
+
+
+def confusion_figure(conf: list[list[int]], names: list[str], title: str) -> go.Figure:
+    fig = go.Figure(go.Heatmap(z=conf, x=names, y=names, colorscale="Blues", text=conf, texttemplate="%{text}"))
+    fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
+                      height=360, margin=dict(t=40, b=10))
+    return fig
+
+
+def stain_figure(stain: dict) -> go.Figure:
+    edges = np.asarray(stain["edges"])
+    mid = (edges[:-1] + edges[1:]) / 2
+    fig = go.Figure()
+    for s, dash in (("H", "solid"), ("E", "dot")):
+        for side, color in (("real", "#1f77b4"), ("generated", "#d62728")):
+            fig.add_scatter(x=mid, y=stain[s][side], mode="lines", name=f"{s} {side}",
+                            line=dict(dash=dash, color=color, shape="hvh"))
+    fig.update_layout(title="H&E optical density (concentration) histograms", xaxis_title="OD",
+                      yaxis_title="density", height=320, margin=dict(t=40, b=10))
+    return fig
+
+
+def upscale(img: np.ndarray, min_px: int = 96) -> np.ndarray:
+    k = max(1, min_px // max(img.shape[0], 1))
+    return img if k == 1 else img.repeat(k, axis=0).repeat(k, axis=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Start, progress
+
+def _start_form(run, entries: list[dict]) -> None:
+    cfg = read_json(Path(run.run_dir) / "config.json") or {}
+    with st.expander("New evaluation", expanded=not R.list_reports(run.run_dir)):
+        with st.form("eval_start"):
+            c1, c2 = st.columns(2)
+            labels = ["latest (export of a finished run, else the newest checkpoint)"] + [e["label"] for e in entries]
+            ck = c1.selectbox("checkpoint", labels)
+            space = c2.selectbox("features", SPACES, help="domain: the lab's own classifier (offline); inception: "
+                                 "the standard FID network (local weights file); timm:<name>: a local backbone")
+            metrics = st.multiselect("metrics", list_metrics(), default=["fid", "kid", "pr"], help=METRIC_HELP)
+            c3, c4, c5 = st.columns(3)
+            n = c3.number_input("n", 2, 10_000_000, 2000, help="generated patches in total, evenly per class")
+            per_class = c4.checkbox("per_class", True, help="FID/KID/PR per class too")
+            timm_name = c5.text_input("timm model", "", help="for timm:<name>, e.g. vit_small_patch16_224")
+            weights = st.text_input("feature weights", "", help="domain: classifier file (empty = <data>/"
+                                    "classifier.pt); inception: the weights file (empty = torch hub cache); "
+                                    "timm: the local checkpoint")
+            with st.expander("advanced"):
+                a1, a2, a3 = st.columns(3)
+                n_real = a1.number_input("n_real", 0, 10_000_000, 0, help="real patches per split (0 = n)")
+                truncation = a2.number_input("truncation", 0.0, 2.0, 1.0, 0.05)
+                seed = a3.number_input("seed", 0, 2**31 - 1, 0)
+                real_split = a1.selectbox("real_split", ["train", "val", "test", "eval"])
+                downstream_epochs = a2.number_input("downstream_epochs", 1, 1000, 5)
+                device = a3.text_input("device", "auto")
+                lpips_weights = st.text_input("lpips_weights", "", help="torchvision AlexNet weights file "
+                                              "(empty = torch hub cache)")
+            go_ = st.form_submit_button("Start evaluation", type="primary")
+    if not go_:
+        return
+    feat = f"timm:{timm_name.strip()}" if space.startswith("timm") else space
+    opts = dict(metrics=",".join(metrics), features=feat, n=int(n), per_class=per_class, n_real=int(n_real),
+                truncation=float(truncation), seed=int(seed), real_split=real_split,
+                downstream_epochs=int(downstream_epochs), device=device.strip() or "auto",
+                lpips_weights=lpips_weights.strip(), data=cfg.get("data") or "")
+    if ck != labels[0]:
+        opts["step"] = entries[labels.index(ck) - 1]["step"]
+    key = {"domain": "classifier", "inception": "inception_weights"}.get(feat, "timm_weights")
+    opts[key] = weights.strip()
+    try:
+        job = eval_jobs.start_eval(run.run_id, opts)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        st.error(str(e))
+        return
+    st.toast(f"Evaluation {job} started")
+
+
+def _progress(run_id: str, ticking: bool) -> None:
+    """The running job's progress; re-run every 2 s by st.fragment while one is alive."""
+    job = eval_jobs.active_eval(run_id)
+    if ticking and job is None:
+        st.rerun()  # it ended: a full rerun shows the new report and stops this timer
+    if job is None:
+        return
+    st.progress(min(1.0, float(job.get("progress") or 0.0)), text=f"Evaluation {job['job']}: {job.get('message', '')}")
+    if st.button("Stop evaluation", key="eval_stop"):
+        eval_jobs.stop_eval(run_id, job["job"])
+        st.rerun()
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+
+def _headline(rep: dict) -> None:
+    h = R.headline(rep)
+    cols = st.columns(5)
+    fmt = lambda v, f="{:.4g}": "—" if v is None else f.format(v)  # noqa: E731
+    cols[0].metric("FID", fmt(h["fid"]), help="Frechet distance in the feature space; biased at small N")
+    cols[1].metric("KID", fmt(h["kid"]), help=f"mean over subsets; std {fmt(h['kid_std'], '{:.2g}')}")
+    cols[2].metric("precision", fmt(h["precision"], "{:.3f}"), help="fraction of samples inside the real manifold")
+    cols[3].metric("recall", fmt(h["recall"], "{:.3f}"), help="fraction of real patches the samples cover")
+    cols[4].metric("IS", fmt(h["is"], "{:.3f}"), help=(rep["metrics"].get("is") or {}).get("note", "not run"))
+
+
+def _results(run, rep: dict) -> None:
+    f = rep.get("features", {})
+    ck = rep.get("checkpoint", {})
+    st.caption(f"step {ck.get('step')} ({ck.get('kind')}) · {rep.get('n_generated')} generated vs "
+               f"{rep.get('n_real', {}).get(rep.get('real_split'))} real `{rep.get('real_split')}` · features "
+               f"`{f.get('space')}` ({f.get('num_features')}-d, weights {f.get('weights_sha256')}) · resize: real "
+               f"{rep.get('resize', {}).get('real')}, then {rep.get('resize', {}).get('feature_space')} · "
+               f"preferred: {rep.get('preferred', '').upper()}")
+    for note in rep.get("notes", []):
+        st.info(note)
+    for name, m in rep["metrics"].items():
+        if "error" in m:
+            st.warning(f"{name}: {m['error']}")
+        elif "error" in (m.get("lpips") or {}):
+            st.warning(f"LPIPS: {m['lpips']['error']}")
+    _headline(rep)
+    m, names = rep["metrics"], rep.get("class_names", [])
+    table = R.per_class_table(rep)
+    st.subheader("Per class")
+    st.dataframe(table, width="stretch")
+    c1, c2 = st.columns(2)
+    if "kid" in table:
+        c1.plotly_chart(bars(table, [("kid", "kid_std", "KID")], "KID per class (± std over subsets)", "KID"),
+                        key="bar_kid")
+    if "fid" in table:
+        c2.plotly_chart(bars(table, [("fid", None, "FID")], "FID per class (biased at small N)", "FID"), key="bar_fid")
+    div = (m.get("lpips") or {})
+    if "feature_diversity" in div:
+        cols = [("diversity_generated", "diversity_generated_std", "generated"),
+                ("diversity_real", "diversity_real_std", "real")]
+        c1.plotly_chart(bars(table, cols, f"Diversity: {div['feature_diversity']['label']}", "distance"),
+                        key="bar_div")
+        if "lpips_generated" in table:
+            cols = [("lpips_generated", "lpips_generated_std", "generated"), ("lpips_real", "lpips_real_std", "real")]
+            c2.plotly_chart(bars(table, cols, "Diversity: mean pairwise LPIPS", "LPIPS"), key="bar_lpips")
+    ds = m.get("downstream") or {}
+    if "sets" in ds:
+        st.subheader("Downstream classifier")
+        st.caption(f"{ds['arch']}, {ds['epochs']} epochs, tested on {ds['n_test']} real `{ds['test_split']}` patches")
+        st.dataframe(pd.DataFrame({k: {"n_train": v["n_train"], "accuracy": v["accuracy"]}
+                                   for k, v in ds["sets"].items()}).T, width="stretch")
+        cols = [(f"recall_{k}", None, k) for k in ds["sets"]]
+        st.plotly_chart(bars(table, cols, "Per-class recall on real test patches", "recall"), key="bar_recall")
+        for col, (k, v) in zip(st.columns(len(ds["sets"])), ds["sets"].items()):
+            col.plotly_chart(confusion_figure(v["confusion"], names, f"trained on {k}"), key=f"conf_{k}")
+    mem = m.get("memorisation") or {}
+    if "pairs" in mem:
+        st.subheader("Memorisation audit")
+        st.caption(f"distance ratio = distance to the nearest of {mem['n_train_searched']} training patches / "
+                   f"{mem['reference']}; {mem['flagged']} of {rep.get('n_generated')} below {mem['threshold']} "
+                   f"(min {mem['min_ratio']:.3f}, median {mem['median_ratio']:.3f})")
+        arrays = R.load_arrays(run.run_dir, rep)
+        gen, real = arrays.get("memorisation_generated"), arrays.get("memorisation_real")
+        if gen is not None and real is not None:
+            for row in range(0, len(mem["pairs"]), 3):
+                cols = st.columns(6)
+                for j, p in enumerate(mem["pairs"][row:row + 3]):
+                    cols[2 * j].image(upscale(gen[p["rank"]]), caption=f"{p['class']} seed {p['seed']}")
+                    cols[2 * j + 1].image(upscale(real[p["rank"]]),
+                                          caption=f"train #{p['train_row']} · ratio {p['ratio']:.2f}")
+    if "H" in (m.get("stain") or {}):
+        st.subheader("Colour check")
+        s = m["stain"]
+        st.caption(f"Wasserstein gap (OD): H {s['H']['wasserstein']:.4f}, E {s['E']['wasserstein']:.4f}; tissue "
+                   f"fraction real {s['tissue_fraction']['real']:.2f}, generated {s['tissue_fraction']['generated']:.2f}")
+        st.plotly_chart(stain_figure(s), key="stain")
+
+
+def _history(reports: list[dict], space: str) -> None:
+    hist = R.history_table([r for r in reports if (r.get("features") or {}).get("space") == space])
+    st.subheader(f"History (`{space}` features)")
+    if len(hist) < 1:
+        st.caption("No evaluation in this feature space yet.")
+        return
+    st.plotly_chart(history_figure(hist), key="history")
+    st.dataframe(hist.dropna(axis=1, how="all"), width="stretch", hide_index=True)
+
+
+# ----------------------------------------------------------------------------------------------
+
+runs = [(r, sampling.list_checkpoints(r.run_dir)) for r in jobs.list_runs()]
+runs = [(r, e) for r, e in runs if e]
+if not runs:
+    st.info(f"No run with a checkpoint under `{runs_root()}` yet. Train one on the **Train** page; from a "
+            "shell: `python -m engine train --kimg 2`, then `python -m engine evaluate --run-dir runs/ID`.")
+    st.stop()
+ids = [r.run_id for r, _ in runs]
+rid = st.selectbox("run", ids, key="eval_run")
+run, entries = next((r, e) for r, e in runs if r.run_id == rid)
+_start_form(run, entries)
+active = eval_jobs.active_eval(rid) is not None
+st.fragment(_progress, run_every=2 if active else None)(rid, active)
+last = eval_jobs.list_eval_jobs(rid)[:1]
+if last and last[0]["state"] == "failed":
+    st.error(f"Evaluation {last[0]['job']} failed: {last[0].get('message', '')}")
+    st.code(last[0].get("log_tail", ""), language=None)
+
+reports = R.list_reports(run.run_dir)[::-1]
+if not reports:
+    st.info("No evaluation of this run yet: start one above, or from a shell: "
+            f"`python -m engine evaluate --run-dir {run.run_dir} --metrics fid,kid,pr --per-class`.")
+    st.stop()
+pick = st.selectbox("report", [r["id"] for r in reports], key=f"eval_report_{rid}",
+                    format_func=lambda i: next(f"{i} · step {r['checkpoint'].get('step')} · "
+                                               f"{r['features'].get('space')} · N={r.get('n_generated')}"
+                                               for r in reports if r["id"] == i))
+rep = next(r for r in reports if r["id"] == pick)
+_results(run, rep)
+_history(reports, (rep.get("features") or {}).get("space", "domain"))
