@@ -262,6 +262,8 @@ class TrainConfig:
     z_dim: int = opt(512, "latent z size (and class-embedding size)", range=(1, 4096))
     w_dim: int = opt(512, "intermediate latent w size", range=(1, 4096))
     n_mlp: int = opt(8, "mapping-network layers", range=(1, 16))
+    lr_mlp: float = opt(0.01, "mapping-network learning-rate multiplier (StyleGAN2: 0.01)",
+                        range=(1e-4, 1.0))
     channel_base: int = opt(4096, "channels at a resolution = min(channel_base // res, channel_max)",
                             range=(8, 1 << 20))
     channel_max: int = opt(256, "maximum channels per layer", range=(1, 4096))

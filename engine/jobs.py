@@ -227,6 +227,9 @@ def status(run_id: str, root: str | Path | None = None, grace_s: float = STOP_GR
         state = st.get("state", state)
         alive = state in ACTIVE and _pid_matches(st)
     tail = ""
+    if state in ACTIVE and not alive:  # read again: the trainer may have written its end and exited since
+        st = read_json(d / "status.json", {}) or st
+        state = st.get("state", state)
     if state in ACTIVE and not alive:
         tail = log_tail(d / "log.txt")
         if stop_file:
@@ -255,7 +258,8 @@ def status(run_id: str, root: str | Path | None = None, grace_s: float = STOP_GR
 def acquire_gpu(run_dir: str | Path, status: Any = None, stop: Any = None, poll_s: float = 1.0) -> bool:
     """Block until this process holds the GPU lock (<runs root>/.gpu.lock, the run dir's parent).
 
-    Called by the training process (rank 0) before it touches the GPU. While another run holds the
+    Called by a single-process training run before it touches the GPU (torchrun jobs get their GPUs
+    from the cluster's scheduler). While another run holds the
     lock it writes `queued` through `status.set(state, message=...)` (a StatusWriter) every `poll_s`;
     it returns False if `stop.requested()` turns true while waiting, True once the lock is held. The
     lock is an OS file lock: it is released when the process exits, however it exits.
@@ -265,6 +269,7 @@ def acquire_gpu(run_dir: str | Path, status: Any = None, stop: Any = None, poll_
     root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(root / ".gpu.lock"))
     owner = root / ".gpu.owner.json"
+    waited = False
     while True:
         try:
             lock.acquire(timeout=poll_s)
@@ -275,8 +280,11 @@ def acquire_gpu(run_dir: str | Path, status: Any = None, stop: Any = None, poll_
             if status is not None:
                 who = (read_json(owner, {}) or {}).get("run_id", "another run")
                 status.set("queued", message=f"waiting for the GPU (in use by {who})")
+                waited = True
     _GPU_LOCKS.append(lock)
     atomic_write_json(owner, {"run_id": d.name, "pid": os.getpid()})
+    if waited:
+        status.set("running", message="starting")
     return True
 
 

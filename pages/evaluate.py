@@ -218,8 +218,10 @@ def _results(run, rep: dict) -> None:
     if "H" in (m.get("stain") or {}):
         st.subheader("Colour check")
         s = m["stain"]
-        st.caption(f"Wasserstein gap (OD): H {s['H']['wasserstein']:.4f}, E {s['E']['wasserstein']:.4f}; tissue "
-                   f"fraction real {s['tissue_fraction']['real']:.2f}, generated {s['tissue_fraction']['generated']:.2f}")
+        tf = s["tissue_fraction"]
+        gap = lambda k: "n/a" if s[k]["wasserstein"] is None else f"{s[k]['wasserstein']:.4f}"  # noqa: E731
+        st.caption(f"Wasserstein gap (OD): H {gap('H')}, E {gap('E')}; tissue fraction real {tf['real']:.2f}, "
+                   f"generated {tf['generated']:.2f}")
         st.plotly_chart(stain_figure(s), key="stain")
 
 

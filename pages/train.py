@@ -10,6 +10,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -133,16 +134,28 @@ def _class_names(d: Path, cfg: dict) -> list[str]:
 
 
 def _status_line(s: jobs.RunStatus) -> None:
-    icon = {"running": "🟢", "queued": "⏳", "stopped": "⏸️", "finished": "✅", "failed": "❌"}.get(s.state, "•")
     state = "stopping" if s.stop_requested else s.state
+    icon = {"running": ":green[:material/play_circle:]", "queued": ":orange[:material/hourglass_top:]",
+            "stopping": ":orange[:material/pause_circle:]", "stopped": ":gray[:material/pause_circle:]",
+            "finished": ":green[:material/check_circle:]", "failed": ":red[:material/error:]"}.get(state, "")
     hb = f" · heartbeat {_age(s.heartbeat_age_s)}" if s.alive and s.heartbeat_age_s is not None else ""
     st.markdown(f"{icon} **{state}** · step {s.step} · {s.kimg:.3f} kimg{hb}"
-                + (f"  \n{s.message}" if s.message else ""))
+                + (f"  \n{s.message}" if s.message and s.state != "failed" else ""))
     if s.stale:
         st.warning(f"No heartbeat for {_age(s.heartbeat_age_s)[:-4]}: the process exists but may be hung. "
                    "Stop kills it after the grace period.")
     if s.state == "failed":
         st.error(s.message)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _grid_image(path: Path, res: int, mtime_ns: int = 0):
+    """The grid PNG, enlarged by an integer factor (nearest neighbour) so small patches stay sharp."""
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB")
+    k = max(1, -(-96 // res))  # at least ~96 px per patch on screen
+    return np.asarray(img.resize((img.width * k, img.height * k), Image.NEAREST) if k > 1 else img)
 
 
 def _live(run_id: str, ticking: bool) -> None:
@@ -165,7 +178,8 @@ def _live(run_id: str, ticking: bool) -> None:
     if grids:
         names = _class_names(d, cfg)
         rows = " · ".join(f"row {i + 1}: {c}" for i, c in enumerate(names))
-        left.image(str(grids[-1]), width="stretch", output_format="PNG",
+        img = _grid_image(grids[-1], int(cfg.get("res") or 64), grids[-1].stat().st_mtime_ns)
+        left.image(img, width=int(img.shape[1]) if img.shape[1] <= 640 else "stretch", output_format="PNG",
                    caption=f"{grids[-1].stem.replace('_', ' ')} (G_ema, fixed seeds) · {rows}")
     else:
         left.caption("No sample grid yet.")
@@ -183,11 +197,13 @@ def _selected(runs: list[jobs.RunStatus]) -> None:
         jobs.stop(rid, wait=False)
         st.rerun()
     cfg = read_json(s.run_dir / "config.json") or {}
-    kimg = c3.number_input("kimg", min_value=0.001, value=float(cfg.get("kimg", 1.0)), format="%g",
-                           key=f"resume_kimg_{rid}", help="training length on resume (raise it to extend a "
-                                                         "finished run)", disabled=s.alive or not cfg)
-    if c2.button("Resume", key="resume", disabled=s.alive or not cfg,
-                 help="continue from the latest checkpoint"):
+    can_resume = not s.alive and bool(cfg)
+    kimg = None
+    if can_resume:  # keyed by the run's kimg: a widget made before config.json existed cannot linger
+        kimg = c3.number_input("kimg", min_value=0.001, value=float(cfg["kimg"]), format="%g",
+                               key=f"resume_kimg_{rid}_{cfg['kimg']}",
+                               help="training length on resume (raise it to extend a finished run)")
+    if c2.button("Resume", key="resume", disabled=not can_resume, help="continue from the latest checkpoint"):
         try:
             jobs.resume(rid, kimg=kimg if kimg != cfg.get("kimg") else None)
         except (RuntimeError, FileNotFoundError) as e:

@@ -26,7 +26,7 @@ import numpy as np
 
 from engine.config import ConfigError, add_arguments, from_args, opt, validate
 from engine.metrics.registry import calc_metric, check_metrics
-from engine.utils import atomic_write_bytes, atomic_write_json, pick_device, read_json
+from engine.utils import atomic_write_bytes, atomic_write_json, pick_device, read_json, runs_root
 
 DEFAULT_METRICS = "fid,kid,pr"
 SMALL_N = 10_000  # below this many generated patches FID's bias is large; KID is unbiased
@@ -88,7 +88,7 @@ class EvalConfig:
 
 class EvalContext:
     def __init__(self, cfg: EvalConfig, G, meta: dict, data, device: str,
-                 progress: Callable[[str], None] | None = None):
+                 progress: Callable[..., None] | None = None):
         self.cfg, self.G, self.meta, self.data, self.device = cfg, G, meta, data, device
         self.class_names = list(meta.get("class_names") or data.class_names)
         self.res, self.per_class, self.seed = int(G.res), cfg.per_class, cfg.seed
@@ -96,7 +96,8 @@ class EvalContext:
         self.per_class_n = math.ceil(cfg.n / K)
         self.real_cap = math.ceil((cfg.n_real or cfg.n) / K)
         self._real, self.arrays, self.space_used = {}, {}, False
-        self.progress = progress or (lambda msg: None)
+        # progress(message, done=None, total=None): stage message, optionally with a count within it
+        self.progress = progress or (lambda msg, done=None, total=None: None)
 
     @cached_property
     def features(self):
@@ -121,7 +122,8 @@ class EvalContext:
         seeds = list(range(self.cfg.seed, self.cfg.seed + self.per_class_n))
         self.progress(f"generating {self.per_class_n * len(self.class_names)} patches")
         images, records = generate(self.G, list(range(len(self.class_names))), seeds, self.cfg.truncation,
-                                   device=self.device, batch=self.cfg.batch, class_names=self.class_names)
+                                   device=self.device, batch=self.cfg.batch, class_names=self.class_names,
+                                   progress=lambda d, t: self.progress("generating", d, t))
         return images, np.array([r["class_index"] for r in records], np.int64), [r["seed"] for r in records]
 
     gen_images = property(lambda self: self._generated[0])
@@ -133,7 +135,8 @@ class EvalContext:
         from engine.metrics.fid import embed
 
         self.progress(f"embedding generated patches in `{self.cfg.features}`")
-        return embed(self.features, self.gen_images, self.cfg.batch, self.device, logits=True)
+        return embed(self.features, self.gen_images, self.cfg.batch, self.device, logits=True,
+                     progress=lambda d, t: self.progress("embedding generated patches", d, t))
 
     gen_feats = property(lambda self: self._embedded[0])
     gen_logits = property(lambda self: self._embedded[1])
@@ -144,9 +147,10 @@ class EvalContext:
         if key not in self._real:
             from engine.metrics.fid import real_set
 
-            self.progress(f"real `{split}` features (cached on disk after the first time)")
-            self._real[key] = real_set(self.data, split, self.features, self.space_desc, self.res, key[1],
-                                       self.cfg.batch, self.device)
+            self.progress(f"real `{split}` patches (features cached on disk after the first time)")
+            self._real[key] = real_set(self.data, split, self.res, key[1], lambda: (self.features, self.space_desc),
+                                       batch=self.cfg.batch, device=self.device,
+                                       progress=lambda d, t: self.progress(f"embedding real `{split}`", d, t))
         return self._real[key]
 
     def real_sets(self) -> dict:
@@ -180,13 +184,13 @@ def resolve_data(cfg: EvalConfig, run_dir: Path, res: int):
 def notes_for(ctx: EvalContext, report: dict) -> list[str]:
     notes = []
     n, d = report["n_generated"], report["features"].get("num_features") or 0
-    if n < SMALL_N or ctx.per_class_n < 2 * d:
+    if n and (n < SMALL_N or ctx.per_class_n < 2 * d):
         notes.append(f"Small N ({n} generated, {ctx.per_class_n} per class, {d}-d features): FID is biased "
                      "upward at small N and per-class FID more so; prefer KID (unbiased) and compare FIDs "
                      "only at equal N and feature space.")
     if getattr(ctx.data, "synthetic", False):
         notes.append("The real side is the synthetic histosynth demo set, not real tissue.")
-    if ctx.cfg.features == "domain":
+    if ctx.cfg.features == "domain" and "num_features" in report["features"]:
         notes.append("Feature space `domain` is this lab's own classifier: values are comparable between runs "
                      "on the same data set and classifier file (see weights_sha256), not with papers.")
     return notes
@@ -203,6 +207,8 @@ def evaluate(cfg: EvalConfig, progress: Callable[[float, str], None] | None = No
     cfg = validate(cfg)
     t0 = time.time()
     run_dir = Path(cfg.run_dir).expanduser().resolve()
+    if not run_dir.is_dir() and (runs_root() / Path(cfg.run_dir).name).is_dir():
+        run_dir = runs_root() / Path(cfg.run_dir).name  # `runs/ID` given from outside the repo
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
     eval_dir = run_dir / "eval"
@@ -216,10 +222,16 @@ def evaluate(cfg: EvalConfig, progress: Callable[[float, str], None] | None = No
     if len(data.class_names) != G.num_classes:
         raise ConfigError(f"config field 'data': {data.root} has {len(data.class_names)} classes but the "
                           f"generator has {G.num_classes}; pass the data set the run trained on")
-    ctx = EvalContext(cfg, G, meta, data, device, progress=lambda m: say(state["frac"], m))
-    results, names = {}, cfg.metric_list
+    names = cfg.metric_list
+    step = 1.0 / len(names)
+
+    def within(msg: str, done: int | None = None, total: int | None = None) -> None:
+        say(state["frac"] + (step * done / total if total else 0.0), msg)
+
+    ctx = EvalContext(cfg, G, meta, data, device, progress=within)
+    results = {}
     for i, name in enumerate(names):
-        state["frac"] = i / len(names)
+        state["frac"] = i * step
         say(state["frac"], f"{name} ({i + 1}/{len(names)})")
         results[name] = calc_metric(name, ctx)
     try:  # describe the space only if a metric used it (loading it just for the report is wasted time)
@@ -311,8 +323,12 @@ def main(argv: list[str]) -> int:
         status = JobStatus(Path(cfg.run_dir) / "eval" / "jobs" / f"{cfg.job}.json")
         status.set("running")
 
+    last = {"msg": None, "t": 0.0}
+
     def progress(frac: float, msg: str) -> None:
-        print(f"[{frac * 100:5.1f}%] {msg}", flush=True)
+        if msg != last["msg"] or time.time() - last["t"] > 5:  # the log gets stages, not every batch
+            print(f"[{frac * 100:5.1f}%] {msg}", flush=True)
+            last.update(msg=msg, t=time.time())
         if status:
             status.set("running", progress=frac, message=msg)
 

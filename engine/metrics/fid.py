@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -72,16 +71,25 @@ def subset_per_class(labels: np.ndarray, idx: np.ndarray, cap: int, seed: int = 
     return np.sort(np.concatenate(pick)) if pick else np.zeros(0, np.int64)
 
 
-@dataclass
 class RealSet:
-    """Real patches of one split at the evaluation resolution: features cached, pixels read lazily."""
-    data: object
-    index: np.ndarray
-    labels: np.ndarray
-    feats: np.ndarray
-    res: int
-    cache_file: str = ""
-    _images: np.ndarray | None = field(default=None, repr=False)
+    """Up to `cap` patches per class of one real split at the evaluation resolution.
+
+    Which patches is fixed by (split, cap), so pixel-only metrics never need a feature space; `feats`
+    are embedded on first use and cached on disk (see real_set), `images` / `take` read the memmap.
+    """
+
+    def __init__(self, data, split: str, index: np.ndarray, res: int, embedder: Callable | None = None):
+        self.data, self.split, self.index, self.res = data, split, index, res
+        self.labels = np.asarray(data.labels)[index].astype(np.int64)
+        self._embedder, self._feats, self._images, self.cache_file = embedder, None, None, ""
+
+    @property
+    def feats(self) -> np.ndarray:
+        if self._feats is None:
+            if self._embedder is None:
+                raise ValueError("this real set has no feature space")
+            self._feats = self._embedder(self)
+        return self._feats
 
     @property
     def images(self) -> np.ndarray:
@@ -111,24 +119,37 @@ def cache_path(data, split: str, space_desc: dict, res: int, cap: int) -> Path:
             f"{split}-{tag}-{res}px-cap{cap}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz")
 
 
-def real_set(data, split: str, space, space_desc: dict, res: int, cap: int, batch: int = 64,
-             device: str = "cpu", progress: Callable[[int, int], None] | None = None) -> RealSet:
-    """Features of (up to `cap` per class of) a real split, from the disk cache or embedded and stored."""
-    path = cache_path(data, split, space_desc, res, cap)
+def cached_features(rs: RealSet, space, space_desc: dict, cap: int, batch: int = 64, device: str = "cpu",
+                    progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Features of a RealSet from <data>/eval_cache/, or embedded now and stored there (atomically)."""
+    path = cache_path(rs.data, rs.split, space_desc, rs.res, cap)
+    rs.cache_file = str(path)
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
-                return RealSet(data, z["index"], z["labels"], z["feats"], res, str(path))
+                if np.array_equal(z["index"], rs.index):
+                    return z["feats"]
         except (OSError, ValueError, KeyError):
-            pass  # a damaged cache file is simply recomputed
-    labels = np.asarray(data.labels)
-    index = subset_per_class(labels, np.asarray(data.splits[split]), cap)
-    images = data.images[index] if len(index) else np.zeros((0, res, res, 3), np.uint8)
-    feats = embed(space, images, batch, device, res=res, progress=progress)
+            pass  # a damaged or stale cache file is simply recomputed
+    images = rs.data.images[rs.index] if len(rs.index) else np.zeros((0, rs.res, rs.res, 3), np.uint8)
+    feats = embed(space, images, batch, device, res=rs.res, progress=progress)
     buf = io.BytesIO()
-    np.savez(buf, index=index, labels=labels[index], feats=feats)
+    np.savez(buf, index=rs.index, labels=rs.labels, feats=feats)
     atomic_write_bytes(path, buf.getvalue())
-    return RealSet(data, index, labels[index], feats, res, str(path))
+    return feats
+
+
+def real_set(data, split: str, res: int, cap: int, space=None, space_desc: dict | None = None,
+             batch: int = 64, device: str = "cpu", progress: Callable[[int, int], None] | None = None) -> RealSet:
+    """Up to `cap` per class (0 = all) of a real split. `space` may be a module or a zero-argument
+    callable returning (module, description), so the space is only loaded when features are read."""
+    index = subset_per_class(np.asarray(data.labels), np.asarray(data.splits[split]), cap)
+
+    def embedder(rs: RealSet) -> np.ndarray:
+        sp, desc = space() if callable(space) and not isinstance(space, torch.nn.Module) else (space, space_desc)
+        return cached_features(rs, sp, desc, cap, batch, device, progress)
+
+    return RealSet(data, split, index, res, embedder if space is not None else None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -148,10 +169,13 @@ def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
 
 def kid_from_features(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000,
                       seed: int = 0) -> dict:
-    """KID mean and std over `subsets` random subsets of min(subset_size, len(a), len(b)) rows."""
+    """KID mean and std over `subsets` random subsets of `subset_size` rows (the standard 1000), or of
+    half the smaller set when that has no more rows: whole-set "subsets" would all be the same draw and
+    give a std of 0, which says nothing about the estimate's spread."""
     from torch_fidelity.metric_kid import kid_features_to_metric
 
-    size = min(subset_size, len(a), len(b))
+    n = min(len(a), len(b))
+    size = subset_size if n > subset_size else n // 2
     if size < 2:
         raise ValueError(f"KID needs at least 2 samples per set (got {len(a)} and {len(b)})")
     out = kid_features_to_metric(torch.from_numpy(np.asarray(a, np.float64)),

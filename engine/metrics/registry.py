@@ -74,9 +74,9 @@ def calc_metric(name: str, ctx) -> dict:
     t0 = time.time()
     try:
         out = dict(_METRICS[name](ctx))
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        out = {"error": str(e)}
+    except Exception as e:  # noqa: BLE001 -- recorded in the report; the other metrics still run
+        out = {"error": str(e) if isinstance(e, (FileNotFoundError, ValueError)) else f"{type(e).__name__}: {e}"}
         if not isinstance(e, FileNotFoundError):
-            out["traceback"] = traceback.format_exc(limit=4)
+            out["traceback"] = traceback.format_exc(limit=6)
     out["time_s"] = round(time.time() - t0, 3)
     return out

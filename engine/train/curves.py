@@ -109,7 +109,8 @@ def _x(df: pd.DataFrame) -> tuple[str, pd.Series]:
 
 
 def _figure(df: pd.DataFrame, title: str, series: list[tuple[str, str]], *, y_title: str = "",
-            log_y: bool = False, height: int = 260) -> go.Figure:
+            log_y: bool = False, height: int = 260, dash: dict | None = None,
+            legend_right: bool = False) -> go.Figure:
     """Lines of the columns in `series` ([(column, label)]) against kimg; a note if none has data."""
     df = thin(df)
     x_name, x = _x(df)
@@ -117,13 +118,14 @@ def _figure(df: pd.DataFrame, title: str, series: list[tuple[str, str]], *, y_ti
     for col, label in series:
         if col in df and df[col].notna().any():
             fig.add_trace(go.Scatter(x=x.tolist(), y=df[col].tolist(), name=label, mode="lines",
-                                     connectgaps=False))
+                                     connectgaps=False, line=dict(dash=(dash or {}).get(col, "solid"))))
     if not fig.data:
         fig.add_annotation(text=NOT_APPLICABLE if len(df) else "no rows yet", showarrow=False,
                            xref="paper", yref="paper", x=0.5, y=0.5, font=dict(color="gray"))
     fig.update_layout(title=dict(text=title, font=dict(size=14)), height=height,
                       margin=dict(l=50, r=10, t=36, b=36), xaxis_title=x_name, yaxis_title=y_title,
-                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+                      legend=dict(font=dict(size=10)) if legend_right else
+                      dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom", font=dict(size=10)),
                       uirevision=title)  # keeps zoom across updates where the chart is updated in place
     if log_y:
         fig.update_yaxes(type="log")
@@ -180,8 +182,9 @@ def fig_speed(df: pd.DataFrame) -> go.Figure:
 
 def fig_ranges(df: pd.DataFrame) -> go.Figure:
     """Mean and range of real vs fake pixels: saturation shows as fake_min/max stuck at the clamp."""
-    return _figure(df, "Pixel range (real vs fake)",
-                   [(c, c) for c in ("real_mu", "real_min", "real_max", "fake_mu", "fake_min", "fake_max")])
+    cols = ("real_mu", "real_min", "real_max", "fake_mu", "fake_min", "fake_max")
+    return _figure(df, "Pixel range (real vs fake)", [(c, c) for c in cols], legend_right=True,
+                   dash={c: "dot" for c in cols if c.startswith("real")})
 
 
 def figures(df: pd.DataFrame, config: dict | None = None) -> dict[str, go.Figure]:

@@ -134,6 +134,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
     stop = StopRequest(run_dir)
     try:
         status.set("running", message="starting")
+        if device.type == "cuda" and not info.enabled:  # one run per GPU: wait as `queued` (engine.jobs)
+            from engine.jobs import acquire_gpu
+            if not acquire_gpu(run_dir, status, stop):
+                status.set("stopped", message="stopped while queued for the GPU")
+                return 0
         # --- data, models, optimisers, controllers
         data = load_training_data(cfg)
         batches = Batches(data, cfg, rank=info.rank, world_size=info.world_size, device=device)

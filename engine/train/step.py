@@ -58,7 +58,7 @@ class GanTrainer:
         domain = self._domain_features(cfg, data_dir) if cfg.domain_head else None
         self.G = Generator(cfg.res, num_classes, z_dim=cfg.z_dim, w_dim=cfg.w_dim, n_mlp=cfg.n_mlp,
                            channel_base=cfg.channel_base, channel_max=cfg.channel_max,
-                           clamp=cfg.clamp).to(device)
+                           lr_mlp=cfg.lr_mlp, clamp=cfg.clamp).to(device)
         self.D = Discriminator(cfg.res, num_classes, channel_base=cfg.channel_base,
                                channel_max=cfg.channel_max, mbstd_group=cfg.mbstd_group,
                                domain_features=domain).to(device)

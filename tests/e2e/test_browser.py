@@ -5,6 +5,7 @@ Playwright drives Debian's chromium (`apt-get install -y chromium`; .ci/run inst
 `streamlit run app.py` on a free localhost port, in its own process group, with runs and data in tmp.
 """
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -140,10 +141,11 @@ def test_train_stop_then_samples(server):
             page.screenshot(path="/tmp/e2e_train_running.png")
 
             page.get_by_role("button", name="Stop").click()
-            expect(page.get_by_text("stopped at step")).to_be_visible(timeout=90_000)
+            stopped = page.get_by_text(re.compile(r"stopped · step \d+"))  # the selected run's status line
+            expect(stopped).to_be_visible(timeout=90_000)
             expect(page.get_by_role("button", name="Resume")).to_be_enabled()
             assert (tmp / "runs" / "e2e" / "checkpoints" / "latest.json").is_file()
-            page.get_by_text("stopped at step").scroll_into_view_if_needed()
+            stopped.scroll_into_view_if_needed()
             page.screenshot(path="/tmp/e2e_train_stopped.png")
 
             # the Samples page shows the stopped run's grid: one image row per class

@@ -186,10 +186,21 @@ def test_gpu_lock_queues_second_run():
     assert out == [False] and not jobs._GPU_LOCKS
     holder.release()
     try:
-        assert jobs.acquire_gpu(root / "second", _Status(), _Stop(), poll_s=0.1)
+        quiet = _Status()
+        assert jobs.acquire_gpu(root / "second", quiet, _Stop(), poll_s=0.1)
+        assert quiet.calls == []  # a free GPU: no queued state at all
         assert json.loads((root / ".gpu.owner.json").read_text())["run_id"] == "second"
         with pytest.raises(TimeoutError):  # now the second run holds it
             FileLock(str(root / ".gpu.lock")).acquire(timeout=0.2)
+        # a third run waits for the second, then runs
+        third, out = _Status(), []
+        t = threading.Thread(target=lambda: out.append(jobs.acquire_gpu(root / "third", third, _Stop(), poll_s=0.1)))
+        t.start()
+        wait_for(lambda: third.calls, timeout=10, what="queued")
+        assert third.calls[0] == ("queued", "waiting for the GPU (in use by second)")
+        jobs._GPU_LOCKS.pop(0).release()
+        t.join(5)
+        assert out == [True] and third.calls[-1] == ("running", "starting")
     finally:
         while jobs._GPU_LOCKS:
             jobs._GPU_LOCKS.pop().release()
@@ -202,6 +213,8 @@ def test_start_validates_before_writing(data_dir):
         jobs.start(dict(TINY, data=str(data_dir) + "-missing"))
     with pytest.raises(ConfigError, match="unknown config field"):
         jobs.start(dict(TINY, learning_rate=1))
+    with pytest.raises(ConfigError, match="'batch'"):  # the CLI validates the same way
+        jobs.main(["start", "--data", str(data_dir), "--batch", "1"])
     assert jobs.list_runs() == []
     fake_status("never-started", state="failed")  # died before it wrote config.json
     with pytest.raises(FileNotFoundError, match="never started"):

@@ -93,13 +93,18 @@ def test_real_features_are_cached_on_disk(tmp_path):
                            splits={"train": np.arange(30)})
     space = TinySpace()
     desc = {"space": "tiny", "weights_sha256": "abc"}
-    a = M.real_set(data, "train", space, desc, 8, cap=4)
+    a = M.real_set(data, "train", 8, cap=4, space=space, space_desc=desc)
     assert len(a.labels) == 12 and np.bincount(a.labels).tolist() == [4, 4, 4]
+    assert space.calls == 0  # pixels and labels need no feature space
+    fa = a.feats
     calls = space.calls
-    b = M.real_set(data, "train", space, desc, 8, cap=4)
+    assert calls > 0 and fa.shape == (12, 8)
+    b = M.real_set(data, "train", 8, cap=4, space=lambda: (space, desc))
+    np.testing.assert_array_equal(b.feats, fa)
     assert space.calls == calls  # second time: read from the cache file, no embedding
-    np.testing.assert_array_equal(a.feats, b.feats)
     np.testing.assert_array_equal(b.take([2, 0]), data.images[a.index[[2, 0]]])
+    with pytest.raises(ValueError, match="no feature space"):
+        M.real_set(data, "train", 8, cap=4).feats
     # another size or feature-space hash is another cache entry
     assert M.cache_path(data, "train", desc, 4, 4) != M.cache_path(data, "train", desc, 8, 4)
     assert M.cache_path(data, "train", {**desc, "weights_sha256": "x"}, 8, 4) != M.cache_path(data, "train", desc, 8, 4)

@@ -102,3 +102,35 @@ def test_failed_run_shows_log_tail(monkeypatch):
     at = _train_page(monkeypatch)
     assert any("CUDA out of memory" in e.value for e in at.error)
     assert jobs.status("broken").state == "failed"
+
+
+def test_stop_and_resume_buttons_call_the_engine(monkeypatch):
+    import psutil
+
+    from tests.fixtures_runs import make_tiny_run
+
+    calls = []
+    monkeypatch.setattr(jobs, "resume", lambda rid, root=None, kimg=None: calls.append(("resume", rid, kimg)))
+    monkeypatch.setattr(jobs, "stop", lambda rid, root=None, grace_s=0, wait=True: calls.append(("stop", rid, wait)))
+    make_tiny_run(runs_root(), run_id="done")
+    at = _train_page(monkeypatch)
+    kimg = at.number_input(key="resume_kimg_done_0.032")
+    assert kimg.value == pytest.approx(0.032)  # the run's own length by default
+    kimg.set_value(1.0)
+    at.button(key="resume").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert calls == [("resume", "done", 1.0)]
+
+    # a live run (this test process stands in for the trainer): Stop is enabled, Resume is not
+    d = make_tiny_run(runs_root(), run_id="live", state="running")
+    st = json.loads((d / "status.json").read_text())
+    st.update(pid=psutil.Process().pid, create_time=psutil.Process().create_time(), started_at=st["started_at"] + 10)
+    (d / "status.json").write_text(json.dumps(st))
+    at.session_state["train_run"] = "live"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.button(key="resume").disabled and not at.button(key="stop").disabled
+    at.button(key="stop").click()
+    at.run()
+    assert calls[-1] == ("stop", "live", False)  # non-blocking: later status() calls escalate
