@@ -84,6 +84,13 @@ def upscale(img: np.ndarray, min_px: int = 96) -> np.ndarray:
 def _start_form(run, entries: list[dict]) -> None:
     cfg = read_json(Path(run.run_dir) / "config.json") or {}
     with st.expander("New evaluation", expanded=not R.list_reports(run.run_dir)):
+        from engine.data.dataset import default_demo_dir
+        from engine.metrics.classifier import missing_message
+
+        clf = Path(cfg.get("data") or default_demo_dir(int(cfg.get("res", 64)))) / "classifier.pt"
+        if not clf.is_file():  # say it before the job fails on it
+            st.warning("The `domain` feature space needs this run's classifier: "
+                       + missing_message(clf, "domain classifier"))
         with st.form("eval_start"):
             c1, c2 = st.columns(2)
             labels = ["latest (export of a finished run, else the newest checkpoint)"] + [e["label"] for e in entries]

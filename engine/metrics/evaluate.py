@@ -135,8 +135,10 @@ class EvalContext:
         from engine.metrics.fid import embed
 
         self.progress(f"embedding generated patches in `{self.cfg.features}`")
-        return embed(self.features, self.gen_images, self.cfg.batch, self.device, logits=True,
-                     progress=lambda d, t: self.progress("embedding generated patches", d, t))
+        want = "is" in self.cfg.metric_list  # logits only for IS: the domain head costs a second pass
+        out = embed(self.features, self.gen_images, self.cfg.batch, self.device, logits=want,
+                    progress=lambda d, t: self.progress("embedding generated patches", d, t))
+        return out if want else (out, None)
 
     gen_feats = property(lambda self: self._embedded[0])
     gen_logits = property(lambda self: self._embedded[1])

@@ -178,6 +178,11 @@ class InceptionFeatures(nn.Module):
         """The 1008 ImageNet logits (unbiased) used by the Inception Score."""
         return self._both(x)[1].float()
 
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both from one pass (embedding for FID and IS together costs one Inception forward)."""
+        f, logits = self._both(x)
+        return f.float(), logits.float()
+
 
 def load_inception_features(path=None, device: str = "cpu") -> InceptionFeatures:
     """The `inception` space from `path` or the hub cache; FileNotFoundError with the promised sentence."""
@@ -249,6 +254,8 @@ def open_feature_space(space: str, weights=None, device: str = "cpu") -> nn.Modu
         m.weights_path = str(weights)
         return m
     if space == "domain":
+        if not weights:
+            raise FileNotFoundError(missing_message("<data set>/classifier.pt", "domain classifier"))
         m = load_domain_features(weights, device)
         m.weights_path = str(weights)
         m.resize_mode = f"bilinear (antialias) to {m.size} px, training mean/std"

@@ -51,9 +51,13 @@ def embed(space, images, batch: int = 64, device: str = "cpu", res: int | None =
         if res:
             x = resize_uint8(x, res)
         x = torch.from_numpy(x).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        feats[i:i + len(x)] = space(x).float().cpu().numpy()
-        if has_logits:
-            outs.append(space.logits(x).float().cpu().numpy())
+        if has_logits and hasattr(space, "features_and_logits"):  # one forward for both (Inception)
+            f, lg = space.features_and_logits(x)
+        else:
+            f, lg = space(x), (space.logits(x) if has_logits else None)
+        feats[i:i + len(x)] = f.float().cpu().numpy()
+        if lg is not None:
+            outs.append(lg.float().cpu().numpy())
         if progress:
             progress(min(i + batch, n), n)
     if not logits:
@@ -175,7 +179,7 @@ def kid_from_features(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_s
     from torch_fidelity.metric_kid import kid_features_to_metric
 
     n = min(len(a), len(b))
-    size = subset_size if n > subset_size else n // 2
+    size = subset_size if n > subset_size else n // 2 if n >= 4 else n
     if size < 2:
         raise ValueError(f"KID needs at least 2 samples per set (got {len(a)} and {len(b)})")
     out = kid_features_to_metric(torch.from_numpy(np.asarray(a, np.float64)),

@@ -42,8 +42,9 @@ def cosine_lr(total_steps: int, floor: float):
 class GanTrainer:
     """Models, optimisers and controllers of one run, and the step that trains them."""
 
-    EXTRAS = ("g_total", "g_fm", "g_perc", "g_stats", "g_sat", "g_div", "pl", "pl_mean", "d_gnorm",
-              "g_gnorm", "fake_abs", "perceptual_scale", "watchdog_events")
+    # metrics_gan.csv columns after the DESIGN ones: G loss terms, D logits, gradient norms, controls
+    EXTRAS = ("d_real", "d_fake", "g_total", "g_fm", "g_perc", "g_stats", "g_sat", "g_div", "pl",
+              "pl_mean", "d_gnorm", "g_gnorm", "fake_abs", "perceptual_scale", "watchdog_events")
 
     def __init__(self, cfg: TrainConfig, *, num_classes: int, device: torch.device,
                  amp_dtype: torch.dtype | None = None, info: dist.DistInfo | None = None,
@@ -136,7 +137,8 @@ class GanTrainer:
 
         # --- D: logistic/BCE on aug(real) vs aug(fake), drift, lazy R1 (every r1_every, x r1_every)
         with torch.no_grad(), self.autocast():
-            fake = self.G_fwd(torch.randn(n, cfg.z_dim, device=self.device), y, mixing_prob=cfg.mixing_prob)
+            z = torch.randn(n, cfg.z_dim, device=self.device)
+            fake = self.G_fwd(z, y, mixing_prob=cfg.mixing_prob)
         do_r1 = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
         real_aug = self.augment(real, p)
         with self.autocast():
@@ -203,17 +205,21 @@ class GanTrainer:
         update_ema(self.G_ema, self.G, ema_decay(cfg.batch, nimg, ema_kimg=cfg.ema_kimg,
                                                  ema_beta=cfg.ema_beta, rampup=cfg.ema_rampup))
 
-        # --- statistics (device tensors; real_*/fake_* are D's logits on reals / fakes)
+        # --- statistics (device tensors). real_*/fake_* are pixel statistics (fake_min/max stuck at
+        # the clamp shows saturation); d_real/d_fake are D's mean logits.
+        fake = fake.detach().float()
         stats.add("d_loss", d_loss.detach())
         stats.add("g_total", g_total.detach())
-        stats.add("real_mu", real_logits.mean()); stats.add_min("real_min", real_logits.min())
-        stats.add_max("real_max", real_logits.max())
-        stats.add("fake_mu", fake_logits.mean()); stats.add_min("fake_min", fake_logits.min())
-        stats.add_max("fake_max", fake_logits.max())
+        for name, x in (("real", real), ("fake", fake)):
+            stats.add(f"{name}_mu", x.mean())
+            stats.add_min(f"{name}_min", x.min())
+            stats.add_max(f"{name}_max", x.max())
+        stats.add("d_real", real_logits.mean())
+        stats.add("d_fake", fake_logits.mean())
         stats.add("acc", acc)
         for k, v in terms.items():  # g_loss = the adversarial term; the others are extras
             stats.add("g_loss" if k == "g_adv" else k, v.detach())
-        stats.add("fake_abs", fake.detach().float().abs().mean())
+        stats.add("fake_abs", fake.abs().mean())
         stats.add("d_gnorm", d_gnorm.detach()); stats.add("g_gnorm", g_gnorm.detach())
 
     # ------------------------------------------------------------------------------------------

@@ -78,13 +78,14 @@ def test_tiny_end_to_end_report(monkeypatch, tmp_path):
 def test_cli_missing_classifier_names_the_command(tmp_path, capsys):
     run_dir, data_dir = tiny_eval_setup(per_class=4)
     (data_dir / "classifier.pt").unlink()
-    rc = main(["--run-dir", str(run_dir), "--data", str(data_dir), "--metrics", "fid,stain", "--n", "9",
-               "--device", "cpu"])
+    rc = main(["--run-dir", str(run_dir), "--data", str(data_dir), "--metrics", "fid,stain", "--per-class",
+               "--n", "9", "--device", "cpu"])
     out = capsys.readouterr()
     assert rc == 0  # stain still ran; fid is reported unavailable with the command that fixes it
     report = list_reports(run_dir)[-1]
     assert "python -m engine train-classifier" in report["metrics"]["fid"]["error"]
     assert "H" in report["metrics"]["stain"] and "unavailable" in out.out
+    assert report["config"]["per_class"] is True and len(report["metrics"]["stain"]["per_class"]) == 9
     assert main(["--run-dir", str(tmp_path / "none"), "--n", "9"]) == 2
 
 
@@ -119,3 +120,15 @@ def test_background_job_writes_a_report():
     assert s["state"] == "finished", (s, (run_dir / "eval" / "jobs" / f"{job}.log").read_text())
     assert s["progress"] == 1.0 and (run_dir / "eval" / s["report"]).is_file()
     assert list_reports(run_dir)[-1]["id"] == job
+
+
+@pytest.mark.slow
+def test_background_job_can_be_stopped():
+    run_dir, data_dir = tiny_eval_setup(per_class=4)
+    job = J.start_eval(run_dir.name, {"metrics": "fid", "n": 2_000_000, "data": str(data_dir), "device": "cpu"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not (J.eval_status(run_dir.name, job).get("message") or "").startswith("gen"):
+        time.sleep(0.3)  # wait until it is busy generating
+    s = J.stop_eval(run_dir.name, job, grace_s=5)
+    assert s["state"] == "stopped" and not s["alive"]
+    assert J.active_eval(run_dir.name) is None and not list_reports(run_dir)
