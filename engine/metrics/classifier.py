@@ -187,36 +187,10 @@ def train_classifier(data_dir, out=None, *, arch: str = DEFAULT_ARCH, epochs: in
                           "the classifier needs at least 2")
 
     dev = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator(dev if dev.startswith("cuda") else "cpu").manual_seed(cfg.seed)
-    mean, std = channel_stats(data.images, train_idx)
-    model = Classifier(build_classifier(cfg.arch, K), size, mean, std).to(dev)
-    opt_ = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    # Drop the last partial batch: a batch of 1 breaks BatchNorm. A split smaller than one batch is
-    # used whole.
-    bs = min(cfg.batch, len(train_idx))
-    per_epoch = len(train_idx) // bs
-    total = cfg.epochs * per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt_, lambda s: cosine_lr(s, total, max(1, min(100, total // 20))))
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.startswith("cuda"))
-
-    step, t0 = 0, time.time()
-    for epoch in range(cfg.epochs):
-        model.train()
-        perm = rng.permutation(train_idx)[:per_epoch * bs]
-        for sel, x in batches(data.images, perm, bs, dev):
-            y = torch.from_numpy(labels[sel]).to(dev)
-            with amp:
-                loss = F.cross_entropy(model(dihedral(uint8_to_float(x), gen)), y)
-            opt_.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_.step()
-            sched.step()
-            step += 1
-            if progress is not None:
-                progress(step, total, f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}")
+    t0 = time.time()
+    model, mean, std, bs = _fit(data.images, labels, train_idx, K, arch=cfg.arch, epochs=cfg.epochs,
+                                batch=cfg.batch, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
+                                dev=dev, progress=progress)
 
     val_acc, confusion = evaluate(model, data.images, labels, val_idx, K, dev)
     meta = {"arch": cfg.arch, "num_classes": K, "class_names": names, "size": size,
@@ -316,18 +290,29 @@ def fit_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, *, 
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) < 2:
         raise ValueError(f"a classifier needs at least 2 training images (got {len(labels)})")
-    dev = pick_device(device)
+    model = _fit(images, labels, np.arange(len(labels)), num_classes, arch=arch, epochs=epochs,
+                 batch=batch, lr=lr, weight_decay=weight_decay, seed=seed, dev=pick_device(device),
+                 progress=progress)[0]
+    return model.eval()
+
+
+def _fit(images: np.ndarray, labels: np.ndarray, idx: np.ndarray, num_classes: int, *, arch: str,
+         epochs: int, batch: int, lr: float, weight_decay: float, seed: int, dev: str,
+         progress: Progress | None) -> tuple[Classifier, list, list, int]:
+    """The one training recipe (AdamW, warm-up + cosine, dihedral augmentation, bf16 on CUDA) on
+    `images[idx]`. Returns (model, channel mean, channel std, batch size used)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator(dev if dev.startswith("cuda") else "cpu").manual_seed(seed)
-    idx = np.arange(len(labels))
     mean, std = channel_stats(images, idx)
     model = Classifier(build_classifier(arch, num_classes), images.shape[1], mean, std).to(dev)
     opt_ = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    bs = min(batch, len(idx))  # full batches only: a batch of 1 breaks BatchNorm
+    # Full batches only: a batch of 1 breaks BatchNorm. A split smaller than one batch is used whole.
+    bs = min(batch, len(idx))
     per_epoch = len(idx) // bs
     total = epochs * per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt_, lambda s: cosine_lr(s, total, max(1, min(100, total // 20))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt_, lambda s: cosine_lr(s, total, max(1, min(100, total // 20))))
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.startswith("cuda"))
     step = 0
     for epoch in range(epochs):
@@ -343,4 +328,4 @@ def fit_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, *, 
             step += 1
             if progress is not None:
                 progress(step, total, f"epoch {epoch + 1}/{epochs} loss {loss.item():.3f}")
-    return model.eval()
+    return model, mean, std, bs

@@ -1,18 +1,16 @@
 """AppTest: the Data page renders on an empty and on a prepared data directory."""
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.pages.apptest import open_app
+
 from engine.config import PrepareConfig, from_dict
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _app(monkeypatch) -> AppTest:
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("HISTOGEN_AUTO_DEMO", "0")
-    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    return open_app(monkeypatch, timeout=120)
 
 
 def test_data_page_empty_root(monkeypatch, tmp_path):

@@ -1,20 +1,15 @@
 """AppTest: the Evaluate page with no runs, with a tiny run's real report, starting a job, a running job."""
-from pathlib import Path
 from unittest import mock
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.pages.apptest import open_app
+
 
 
 def _app(monkeypatch) -> AppTest:
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("HISTOGEN_AUTO_DEMO", "0")
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.run()
-    at.switch_page("pages/evaluate.py")
-    return at
+    return open_app(monkeypatch, "pages/evaluate.py", run_first=True)
 
 
 @pytest.fixture

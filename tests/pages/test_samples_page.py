@@ -2,22 +2,18 @@
 import csv
 import io
 import zipfile
-from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
+
+from tests.pages.apptest import open_app
 
 from engine.utils import runs_root
 from tests.fixtures_runs import make_tiny_run
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _page(monkeypatch) -> AppTest:
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("HISTOGEN_AUTO_DEMO", "0")
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.switch_page("pages/samples.py")
-    return at
+    return open_app(monkeypatch, "pages/samples.py")
 
 
 def test_samples_page_empty_root(monkeypatch):

@@ -1,22 +1,18 @@
 """AppTest: the Style mixing page with an empty runs root and with a tiny finished run."""
-from pathlib import Path
 
 import numpy as np
 from streamlit.testing.v1 import AppTest
+
+from tests.pages.apptest import open_app
 
 from engine import sampling
 from engine.utils import runs_root
 from tests.fixtures_runs import make_tiny_run
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _page(monkeypatch) -> AppTest:
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("HISTOGEN_AUTO_DEMO", "0")
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.switch_page("pages/style_mixing.py")
-    return at
+    return open_app(monkeypatch, "pages/style_mixing.py")
 
 
 def test_style_mixing_page_empty_root(monkeypatch):

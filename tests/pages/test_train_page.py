@@ -1,22 +1,18 @@
 """AppTest: the Train page with an empty runs root, with a finished tiny run, and its form."""
 import json
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.pages.apptest import open_app
+
 from engine import jobs
 from engine.utils import runs_root
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _train_page(monkeypatch) -> AppTest:
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("HISTOGEN_AUTO_DEMO", "0")
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.run()
-    at.switch_page("pages/train.py")
+    at = open_app(monkeypatch, "pages/train.py", run_first=True)
     at.run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Train"
