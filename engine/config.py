@@ -245,15 +245,18 @@ RESUMABLE_FIELDS = ("kimg", "log_kimg", "sample_kimg", "snap_kimg", "keep_last",
 
 @dataclass
 class TrainConfig:
-    """Every training default in one place. Defaults give a CPU demo at 32-64 px in minutes; for a
-    GPU run at 128-256 px raise channel_base/channel_max (16384/512 is StyleGAN2's config-f),
-    batch and kimg."""
+    """Every training default in one place. Defaults give a CPU demo at 32-64 px in minutes (about
+    8 img/s on one CPU thread at 64 px); for a GPU run at 128-256 px raise channel_base/channel_max
+    (16384/512 is StyleGAN2's config-f), batch and kimg.
+
+    G_ema: `ema_kimg` > 0 sets a half-life in kimg; with 0, `ema_beta` is the decay per step. Either
+    way the half-life is capped at `ema_rampup` x images shown so far (0 = no cap)."""
     # run
     family: str = opt("stylegan2", "model family (only implemented ones run)", choices=FAMILIES)
     data: str = opt("", "prepared data set directory (python -m engine prepare); empty = the built-in "
                         "histosynth demo at --res, prepared on demand")
     run_dir: str = opt("", "run directory (empty = <runs root>/<date>-<time>-<family>)")
-    res: int = opt(64, "image resolution in pixels (a power of two)", range=(8, 1024))
+    res: int = opt(64, "image resolution in pixels (a power of two)", range=(8, 256))
     batch: int = opt(16, "images per step over all GPUs (split evenly across ranks)", range=(2, 65536))
     kimg: float = opt(5.0, "training length in thousands of real images shown to D", range=(0.001, 1e6))
     seed: int = opt(0, "random seed (a CPU run is reproducible bit for bit)", range=(0, 2**31 - 1))
@@ -264,9 +267,9 @@ class TrainConfig:
     n_mlp: int = opt(8, "mapping-network layers", range=(1, 16))
     lr_mlp: float = opt(0.01, "mapping-network learning-rate multiplier (StyleGAN2: 0.01)",
                         range=(1e-4, 1.0))
-    channel_base: int = opt(4096, "channels at a resolution = min(channel_base // res, channel_max)",
-                            range=(8, 1 << 20))
-    channel_max: int = opt(256, "maximum channels per layer", range=(1, 4096))
+    channel_base: int = opt(2048, "channels at a resolution = min(channel_base // res, channel_max); "
+                                  "16384 is StyleGAN2's config-f", range=(8, 1 << 20))
+    channel_max: int = opt(128, "maximum channels per layer (StyleGAN2: 512)", range=(1, 4096))
     clamp: float = opt(0.9, "generator output clamp: images lie in [-clamp, clamp]", range=(0.1, 1.0))
     mixing_prob: float = opt(0.9, "probability of intra-class style mixing per sample", range=(0.0, 1.0))
     mbstd_group: int = opt(4, "minibatch-std group size in D", range=(1, 64))
@@ -353,7 +356,7 @@ class TrainConfig:
             raise ConfigError(f"config field 'family' = {self.family!r} is not implemented yet; "
                               f"implemented: {', '.join(IMPLEMENTED_FAMILIES)}")
         if self.res & (self.res - 1):
-            raise ConfigError(f"config field 'res' must be a power of two between 8 and 1024 "
+            raise ConfigError(f"config field 'res' must be a power of two between 8 and 256 "
                               f"(got {self.res})")
         if self.channel_base < self.res:
             raise ConfigError(f"config field 'channel_base' must be at least 'res' ({self.res}) so "

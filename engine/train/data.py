@@ -23,8 +23,9 @@ def load_training_data(cfg: TrainConfig):
     (prepared on demand; cfg.data is then set to its directory so config.json names it)."""
     from engine.data.dataset import ensure_demo, load_prepared
 
-    if not cfg.data:
-        cfg.data = str(ensure_demo(size=cfg.res, per_class=DEMO_PER_CLASS, seed=0))
+    if not cfg.data:  # histosynth renders 32-256 px; other sizes are resized by Batches
+        size = min(max(cfg.res, 32), 256)
+        cfg.data = str(ensure_demo(size=size, per_class=DEMO_PER_CLASS, seed=0))
     path = Path(cfg.data)
     if not (path / "dataset.json").is_file():
         raise ConfigError(f"config field 'data': {path} is not a prepared data set (no dataset.json); "

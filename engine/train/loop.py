@@ -11,9 +11,8 @@ losses and controllers live in their own modules; this file only wires them toge
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
-import os
 import signal
 import sys
 import time
@@ -49,18 +48,24 @@ def parse_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
     args = p.parse_args(argv)
     base: dict = {}
     if args.resume:
+        if args.config:
+            raise ConfigError("--config and --resume do not go together: a resumed run keeps its "
+                              "config.json")
+        args.run_dir = None  # the run directory is the one being resumed
         cfg_path = Path(args.resume) / "config.json"
         if not cfg_path.is_file():
             raise ConfigError(f"--resume {args.resume}: no config.json there; it is not a run directory "
                               "that started")
         base = json.loads(cfg_path.read_text(encoding="utf-8"))
-        changed = [f for f in vars(args) if f in base and getattr(args, f) is not None
-                   and f not in C.RESUMABLE_FIELDS and f != "run_dir"]
+        base["run_dir"] = str(Path(args.resume))
+        saved, cfg = C.from_dict(TrainConfig, base), C.from_args(TrainConfig, args, base)
+        changed = [f.name for f in dataclasses.fields(cfg) if f.name not in C.RESUMABLE_FIELDS
+                   and getattr(cfg, f.name) != getattr(saved, f.name)]
         if changed:
             raise ConfigError(f"config field(s) {', '.join(changed)} cannot change on --resume; only "
                               f"{', '.join(C.RESUMABLE_FIELDS)} can")
-        base["run_dir"] = str(Path(args.resume))
-    elif args.config:
+        return cfg, args
+    if args.config:
         base = C.to_dict(C.load(TrainConfig, args.config))
     return C.from_args(TrainConfig, args, base), args
 
@@ -202,7 +207,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
             kimg = step * cfg.batch / 1000
             want_stop = stop.requested() or bool(stop_after and step - start_step >= stop_after)
             if step % cfg.ada_interval == 0:  # controllers: one host sync per ada_interval steps
-                T.update_controls(step, kimg, on_event=lambda ev: log_event(run_dir, ev, enabled=main))
+                T.update_controls(step, kimg, on_event=(lambda ev: log_event(run_dir, ev)) if main else None)
             if info.enabled:  # every rank stops on the same step
                 want_stop = step % cfg.ada_interval == 0 and dist.any_flag(want_stop, device, info)
             if every(cfg.log_kimg) or step == total_steps:

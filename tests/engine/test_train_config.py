@@ -21,7 +21,7 @@ def test_defaults_are_valid_and_documented():
 
 @pytest.mark.parametrize("field,value,needle", [
     ("r1_gamma", -1, "between 0.0 and inf"),
-    ("res", 4, "between 8 and 1024"),
+    ("res", 4, "between 8 and 256"),
     ("res", 48, "power of two"),
     ("loss", "hinge", "one of: logistic, bce"),
     ("family", "ddpm", "not implemented yet; implemented: stylegan2"),

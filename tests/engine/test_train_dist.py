@@ -71,7 +71,6 @@ def data_dir(tmp_path_factory):
                                  quality_filter=False))
 
 
-@pytest.mark.slow  # ~50 s on a loaded 2-core machine: two processes each import torch
 def test_two_gloo_ranks_keep_identical_weights(tmp_path, data_dir):
     out = tmp_path / "result.json"
     mp.spawn(_worker, args=(2, _free_port(), str(data_dir), str(out)), nprocs=2, join=True)

@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -141,9 +140,9 @@ def test_sigkill_during_checkpoint_write_resumes_from_last_whole_one(tmp_path, d
 
 def test_sigterm_finishes_the_step_and_stops(tmp_path, data_dir):
     run = tmp_path / "r"
-    p = subprocess.Popen([sys.executable, "-m", "engine", "train", "--data", str(data_dir), "--run-dir", str(run),
-                          *TINY, "--kimg", "10"], cwd=ROOT, env=env1(), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, start_new_session=True)
+    p = subprocess.Popen([sys.executable, "-m", "engine", "train", "--data", str(data_dir),
+                          "--run-dir", str(run), *TINY, "--kimg", "10"], cwd=ROOT, env=env1(),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 240
         while not (run / "status.json").exists() or status(run)["step"] < 2:
@@ -175,7 +174,8 @@ def test_domain_head_gate_and_perceptual_loss(tmp_path, data_dir):
     assert any(k.startswith("domain_head") for k in ck["D"])
     assert not any("classifier" in k for k in ck["D"])  # the frozen extractor is not in checkpoints
     with pytest.raises(ConfigError, match="train-classifier"):
-        train(tmp_path / "r2", data_dir, "--domain-head", "true", "--domain-features", str(tmp_path / "no.pt"))
+        train(tmp_path / "r2", data_dir, "--domain-head", "true",
+              "--domain-features", str(tmp_path / "no.pt"))
 
 
 def test_watchdog_scales_weights_and_logs_event(tmp_path):
@@ -204,7 +204,8 @@ def test_short_cpu_run_gives_class_conditional_samples(tmp_path):
     from engine.data.prepare import prepare
     from engine.metrics.classifier import load_classifier, train_classifier
 
-    data = prepare(PrepareConfig(source="histosynth", size=32, per_class=100, seed=0, out=str(tmp_path / "hs")))
+    data = prepare(PrepareConfig(source="histosynth", size=32, per_class=100, seed=0,
+                                 out=str(tmp_path / "hs")))
     meta = train_classifier(data, arch="resnet10t", epochs=5, batch=32, device="cpu")
     run = tmp_path / "run"
     assert loop.main(["--data", str(data), "--run-dir", str(run), "--res", "32", "--batch", "32",
@@ -227,3 +228,14 @@ def test_short_cpu_run_gives_class_conditional_samples(tmp_path):
     print(f"\nclassifier val acc {meta['val_acc']:.3f}; G_ema samples recognised as their class: "
           f"{acc:.3f} (chance {1 / K:.3f}); per class {per_class}")
     assert acc >= 2.5 / K
+
+
+def test_empty_data_uses_the_histosynth_demo(tmp_path, data_dir, monkeypatch):
+    import engine.data.dataset as ds
+
+    calls = []
+    monkeypatch.setattr(ds, "ensure_demo", lambda **kw: calls.append(kw) or data_dir)
+    run = tmp_path / "r"
+    assert loop.main(["--run-dir", str(run), *TINY, "--kimg", "0.008"]) == 0
+    assert calls and calls[0]["size"] == 32  # histosynth's smallest size; the loader resizes to 16
+    assert json.loads((run / "config.json").read_text())["data"] == str(data_dir)
