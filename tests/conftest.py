@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -6,6 +7,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """CI has 2 cores and tests start subprocesses (trainers, Streamlit): two torch threads per process
+    oversubscribe them (a tiny training step went from 0.13 s to 6 s), so every test uses one."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    yield
 
 
 @pytest.fixture(autouse=True)

@@ -25,7 +25,8 @@ FORM = {"batch": "4", "kimg": "100", "z_dim": "32", "w_dim": "32", "n_mlp": "2",
         "channel_max": "16", "log_kimg": "0.004", "sample_kimg": "0.02", "snap_kimg": "0.02",
         "grid_per_class": "2", "workers": "0"}
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# Not marked slow: the one real-browser test of the main flow runs in CI (.ci/run installs chromium).
+pytestmark = [pytest.mark.e2e]
 
 
 def _free_port() -> int:
