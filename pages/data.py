@@ -8,6 +8,7 @@ import streamlit as st
 
 from engine.config import ConfigError, PrepareConfig, from_dict
 from engine.data import catalog
+from engine.data.classes import class_descriptions
 from engine.utils import data_root
 
 st.title("Data")
@@ -107,6 +108,10 @@ def _show(path: Path) -> None:
                                 per_class=per_class, seed=int(seed))
     c2.image(grid, caption=" · ".join(f"row {i + 1}: {c}" for i, c in enumerate(data.class_names)),
              width="stretch" if data.size < 128 else "content")
+    desc = class_descriptions()
+    with c1.popover("What the classes are"):
+        for c in data.class_names:
+            st.markdown(f"**{c}** — {desc.get(c, '')}")
 
     st.subheader("Stain statistics")
     _stain(data)

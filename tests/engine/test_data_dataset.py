@@ -72,3 +72,12 @@ def test_ensure_demo_prepares_once():
     assert ensure_demo(size=32, per_class=2) == p and (p / "dataset.json").stat().st_mtime_ns == mtime
     ensure_demo(size=32, per_class=3)  # another request rebuilds it
     assert load_prepared(p).images.shape[0] == 27
+
+
+def test_class_descriptions_cover_the_nct_classes():
+    from engine.data.classes import class_descriptions
+    from engine.data.histosynth import CLASSES
+
+    desc = class_descriptions()
+    assert set(CLASSES) <= set(desc)
+    assert all(len(desc[c]) > 20 for c in CLASSES)
