@@ -294,6 +294,8 @@ class TrainConfig:
                                       range=(0.0, 1.0))
     diversity_weight: float = opt(0.1, "batch-diversity (mode-seeking) penalty weight",
                                   range=(0.0, None))
+    diversity_tau: float = opt(0.2, "diversity hinge: pairs whose image distance per unit latent distance "
+                                    "is below this are penalised", range=(0.0, 10.0))
     # ADA
     ada: bool = opt(True, "adaptive discriminator augmentation (H&E-aware)")
     ada_target: float = opt(0.6, "ADA target for acc = fraction of real logits > 0", range=(0.0, 1.0))

@@ -125,7 +125,7 @@ def _class_names(run_dir: Path, cfg: dict, num_classes: int) -> list[str]:
 
 
 def _from_checkpoint(run_dir: Path, path: Path, device: str) -> tuple[nn.Module, dict]:
-    from engine.models.stylegan2 import Generator
+    from engine.models.stylegan2 import Generator, generator_kwargs
 
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
@@ -140,10 +140,7 @@ def _from_checkpoint(run_dir: Path, path: Path, device: str) -> tuple[nn.Module,
         raise ValueError(f"run {run_dir.name}: family {family!r} is not supported for sampling yet "
                          "(supported: stylegan2)")
     # The constructor kwargs do not change during a run, so the export's (if any) fit every checkpoint.
-    kwargs = export.get("kwargs") or dict(
-        res=cfg["res"], num_classes=int(sd["w_avg"].shape[0]), z_dim=cfg["z_dim"], w_dim=cfg["w_dim"],
-        n_mlp=cfg["n_mlp"], channel_base=cfg["channel_base"], channel_max=cfg["channel_max"],
-        clamp=cfg.get("clamp", 0.9))
+    kwargs = export.get("kwargs") or generator_kwargs(cfg, int(sd["w_avg"].shape[0]))
     G = Generator(**kwargs)
     G.load_state_dict(sd)
     names = export.get("class_names") or _class_names(run_dir, cfg, G.num_classes)

@@ -248,3 +248,12 @@ class Discriminator(nn.Module):
             dom = self.domain_head(self.domain_features(img).to(h.dtype)).squeeze(1)
             logits = logits + alpha * dom
         return (logits, feats) if return_features else logits
+
+
+def generator_kwargs(cfg: dict, num_classes: int) -> dict:
+    """Generator constructor arguments from a TrainConfig dict: the one mapping the trainer and the
+    checkpoint loader share, so a run's checkpoints always rebuild the network they were trained with."""
+    return dict(res=int(cfg["res"]), num_classes=int(num_classes), z_dim=int(cfg["z_dim"]),
+                w_dim=int(cfg["w_dim"]), n_mlp=int(cfg["n_mlp"]), channel_base=int(cfg["channel_base"]),
+                channel_max=int(cfg["channel_max"]), lr_mlp=float(cfg.get("lr_mlp", 0.01)),
+                clamp=float(cfg.get("clamp", 0.9)))

@@ -8,6 +8,7 @@ statistics accumulate on the device (engine.train.logging.Stats) and the control
 from __future__ import annotations
 
 import contextlib
+from dataclasses import asdict
 import math
 
 import torch
@@ -50,16 +51,14 @@ class GanTrainer:
                  amp_dtype: torch.dtype | None = None, info: dist.DistInfo | None = None,
                  data_dir: str | None = None):
         from engine.augment import AdaController, Augment
-        from engine.models.stylegan2 import Discriminator, Generator
+        from engine.models.stylegan2 import Discriminator, Generator, generator_kwargs
         from engine.train.controls import AlphaGate, SaturationWatchdog
 
         self.cfg, self.device, self.amp_dtype = cfg, device, amp_dtype
         self.info = info or dist.DistInfo()
         self.num_classes = num_classes
         domain = self._domain_features(cfg, data_dir) if cfg.domain_head else None
-        self.G = Generator(cfg.res, num_classes, z_dim=cfg.z_dim, w_dim=cfg.w_dim, n_mlp=cfg.n_mlp,
-                           channel_base=cfg.channel_base, channel_max=cfg.channel_max,
-                           lr_mlp=cfg.lr_mlp, clamp=cfg.clamp).to(device)
+        self.G = Generator(**generator_kwargs(asdict(cfg), num_classes)).to(device)
         self.D = Discriminator(cfg.res, num_classes, channel_base=cfg.channel_base,
                                channel_max=cfg.channel_max, mbstd_group=cfg.mbstd_group,
                                domain_features=domain).to(device)
@@ -177,7 +176,7 @@ class GanTrainer:
                  "g_fm": L.feature_matching_loss(real_feats, fake_feats),
                  "g_stats": self.stats_ema.penalty(fake),
                  "g_sat": L.saturation_penalty(fake, cfg.saturation_threshold),
-                 "g_div": L.diversity_penalty(fake, z, y)}
+                 "g_div": L.diversity_penalty(fake, z, y, tau=cfg.diversity_tau)}
         weights = {"g_adv": 1.0, "g_fm": cfg.fm_weight, "g_stats": cfg.stats_weight,
                    "g_sat": cfg.saturation_weight, "g_div": cfg.diversity_weight}
         if use_domain and cfg.perceptual_weight > 0:

@@ -131,12 +131,16 @@ def test_saturation_penalty():
 def test_diversity_penalty_hand_value():
     fake = torch.tensor([[0.0, 0.0], [1.0, 3.0]]).view(2, 1, 1, 2)
     z = torch.tensor([[0.0], [4.0]])
-    # both pairs (0,1), (1,0): d_z 4, d_img mean(|1|, |3|) = 2
-    assert close(L.diversity_penalty(fake, z, eps=0.0), 2.0)
-    assert close(L.diversity_penalty(fake, z, y=torch.tensor([0, 1])), 0.0)  # no same-class pair
-    # collapsed G (same image for different z) is penalised far more than a diverse one
-    same = torch.zeros(2, 1, 1, 2)
-    assert L.diversity_penalty(same, z) > 1e4 * L.diversity_penalty(fake, z)
+    # both pairs (0,1), (1,0): d_z 4, d_img mean(|1|, |3|) = 2 -> ratio 0.5
+    assert close(L.diversity_penalty(fake, z, tau=1.0), 0.5)
+    assert close(L.diversity_penalty(fake, z, tau=0.2), 0.0)  # diverse enough: no penalty
+    assert close(L.diversity_penalty(fake, z, y=torch.tensor([0, 1]), tau=1.0), 0.0)  # no same-class pair
+    # collapsed G (same image for different z) gets the largest penalty, tau, and a bounded gradient
+    same = torch.zeros(2, 1, 1, 2, requires_grad=True)
+    pen = L.diversity_penalty(same + torch.tensor([0.0, 1e-3]).view(1, 1, 1, 2), z, tau=0.2)
+    assert 0.19 < float(pen) <= 0.2 + 1e-6
+    pen.backward()
+    assert torch.isfinite(same.grad).all() and same.grad.abs().max() < 1.0
 
 
 class TinyG(nn.Module):
