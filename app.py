@@ -5,6 +5,7 @@ import os
 
 import streamlit as st
 
+import ui_cache
 from engine.utils import data_root, device_label, runs_root
 
 st.set_page_config(page_title="HistoGen Lab", page_icon=":material/biotech:", layout="wide")
@@ -30,12 +31,6 @@ def _ensure_demo(root: str) -> str:
     return str(ensure_demo(size=64, per_class=200, seed=0))
 
 
-if os.environ.get("HISTOGEN_AUTO_DEMO", "1") != "0":
-    try:
-        _ensure_demo(str(data_root()))
-    except Exception as e:  # the Data page still works and shows how to prepare data by hand
-        st.warning(f"Could not prepare the demo data set: {e}")
-
 pages = [
     st.Page("pages/data.py", title="Data", icon=":material/dataset:", url_path="data", default=True),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
@@ -43,7 +38,14 @@ pages = [
     st.Page("pages/style_mixing.py", title="Style mixing", icon=":material/tune:", url_path="style-mixing"),
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:", url_path="evaluate"),
 ]
-pg = st.navigation(pages)
+pg = st.navigation(pages)  # before anything slow, so the navigation is right from the first run
+
+if os.environ.get("HISTOGEN_AUTO_DEMO", "1") != "0":
+    try:
+        _ensure_demo(str(data_root()))
+    except Exception as e:  # the Data page still works and shows how to prepare data by hand
+        st.warning(f"Could not prepare the demo data set: {e}")
+
 
 with st.sidebar:
     st.caption("HistoGen Lab")
@@ -51,4 +53,5 @@ with st.sidebar:
     st.markdown(f"**Data root**  \n`{data_root()}`")
     st.markdown(f"**Device**  \n{_device()}")
 
-pg.run()
+with ui_cache.frame():
+    pg.run()

@@ -2,7 +2,9 @@
 run / checkpoint picker. Streamlit-side only; the work is done by engine.sampling."""
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,35 @@ import streamlit as st
 
 from engine import jobs, sampling
 from engine.utils import pick_device, runs_root
+
+_frame = threading.local()  # script runs of one session happen on one thread, one at a time
+
+
+@contextlib.contextmanager
+def frame():
+    """app.py runs the chosen page inside this, so a page can tell it was reached through the frame."""
+    _frame.active = True
+    try:
+        yield
+    finally:
+        _frame.active = False
+
+
+def require_frame() -> None:
+    """First call of every page. On a freshly started server, Streamlit's first script run of an app
+    that has a `pages/` folder uses the legacy multipage mode: a page URL opened directly runs that page
+    alone, without app.py (no sidebar, wrong navigation). Switch the server to st.navigation, as
+    app.py would have, and rerun: the rerun goes through app.py to the same page."""
+    if getattr(_frame, "active", False):
+        return
+    try:  # the switch st.navigation makes in app.py; the legacy path run here does not make it
+        from streamlit.runtime.pages_manager import PagesManager
+
+        PagesManager.uses_pages_directory = False
+    except ImportError:  # a Streamlit without the legacy mode: nothing to switch
+        pass
+    st.rerun()
+
 
 EMPTY_HELP = ("Start a run on the **Train** page: the defaults train a small demo generator on the "
               "built-in histosynth data (labelled synthetic) in minutes on a CPU. Its checkpoints "

@@ -6,10 +6,13 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
+import ui_cache
 from engine.config import ConfigError, PrepareConfig, from_dict
 from engine.data import catalog
 from engine.data.classes import class_descriptions
 from engine.utils import data_root
+
+ui_cache.require_frame()
 
 st.title("Data")
 
@@ -41,7 +44,10 @@ def _prepare_form() -> None:
         try:
             cfg = from_dict(PrepareConfig, dict(
                 source=source, out=str(out), size=int(size), per_class=int(per_class), seed=int(seed),
-                quality_filter=quality_filter, stain_norm=stain_norm, stain_reference=stain_reference.strip()))
+                quality_filter=quality_filter, stain_norm=stain_norm, stain_reference=stain_reference.strip(),
+                # in-process: a spawn pool started from Streamlit's script thread was seen to hang; the
+                # CLI (`python -m engine prepare`) uses one worker per core for large folders
+                workers=1))
         except ConfigError as e:
             st.error(str(e))
             return

@@ -10,12 +10,15 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+import ui_cache
 from engine import jobs, sampling
 from engine.config import ConfigError
 from engine.metrics import jobs as eval_jobs
 from engine.metrics import report as R
 from engine.metrics.registry import list_metrics
 from engine.utils import read_json, runs_root
+
+ui_cache.require_frame()
 
 SPACES = ("domain", "inception", "timm:<name>")
 METRIC_HELP = ("fid/kid/pr: distribution distances in the feature space; is: Inception Score (means little "

@@ -9,6 +9,8 @@ import ui_cache
 from engine import sampling
 from engine.config import ConfigError
 
+ui_cache.require_frame()
+
 st.title("Samples")
 st.caption("Each patch is named by (class, seed): the same pair gives the same patch here, on the "
            "Style mixing page and in `python -m engine sample`.")

@@ -8,6 +8,8 @@ import streamlit as st
 import ui_cache
 from engine import sampling
 
+ui_cache.require_frame()
+
 st.title("Style mixing")
 st.caption("Coarse layers set the layout (tissue architecture), middle ones the structures (glands, "
            "nuclei), fine ones texture and stain colour. Each sample is a (class, seed) pair, the same "

@@ -14,11 +14,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+import ui_cache
 from engine import config as C
 from engine import jobs
 from engine.data import catalog
 from engine.train import curves
 from engine.utils import read_json, runs_root
+
+ui_cache.require_frame()
 
 FIELDS = {f.name: f for f in dataclasses.fields(C.TrainConfig)}
 DEFAULTS = C.to_dict(C.TrainConfig())

@@ -160,5 +160,7 @@ def ensure_demo(size: int = 64, per_class: int = 200, seed: int = 0,
             return out
     except (FileNotFoundError, ConfigError):
         pass
-    return prepare(PrepareConfig(source="histosynth", size=size, per_class=per_class, seed=seed, out=str(out)),
-                   progress)
+    # One process: the demo is a few seconds of work, and ensure_demo runs inside the Streamlit server,
+    # where a spawn pool started from the script thread was seen to hang.
+    return prepare(PrepareConfig(source="histosynth", size=size, per_class=per_class, seed=seed, out=str(out),
+                                 workers=1), progress)
