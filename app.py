@@ -35,7 +35,7 @@ pages = [
     st.Page("pages/data.py", title="Data", icon=":material/dataset:", url_path="data", default=True),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
     st.Page("pages/samples.py", title="Samples", icon=":material/photo_library:", url_path="samples"),
-    st.Page("pages/style_mixing.py", title="Style mixing", icon=":material/tune:", url_path="style-mixing"),
+    st.Page("pages/style_mixing.py", title="Style mixing", icon=":material/tune:", url_path="style_mixing"),
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:", url_path="evaluate"),
 ]
 pg = st.navigation(pages)  # before anything slow, so the navigation is right from the first run

@@ -20,6 +20,7 @@ _frame = threading.local()  # script runs of one session happen on one thread, o
 def frame():
     """app.py runs the chosen page inside this, so a page can tell it was reached through the frame."""
     _frame.active = True
+    st.session_state["_histogen_frame"] = True
     try:
         yield
     finally:
@@ -31,7 +32,9 @@ def require_frame() -> None:
     that has a `pages/` folder uses the legacy multipage mode: a page URL opened directly runs that page
     alone, without app.py (no sidebar, wrong navigation). Switch the server to st.navigation, as
     app.py would have, and rerun: the rerun goes through app.py to the same page."""
-    if getattr(_frame, "active", False):
+    if getattr(_frame, "active", False) or st.session_state.get("_histogen_frame"):
+        # (the second test: this session went through the frame before; AppTest re-enters the legacy
+        # mode on every run, and a rerun there would drop the widget event being tested)
         return
     try:  # the switch st.navigation makes in app.py; the legacy path run here does not make it
         from streamlit.runtime.pages_manager import PagesManager
