@@ -138,7 +138,7 @@ def test_diversity_penalty_hand_value():
     # collapsed G (same image for different z) gets the largest penalty, tau, and a bounded gradient
     same = torch.zeros(2, 1, 1, 2, requires_grad=True)
     pen = L.diversity_penalty(same + torch.tensor([0.0, 1e-3]).view(1, 1, 1, 2), z, tau=0.2)
-    assert 0.19 < float(pen) <= 0.2 + 1e-6
+    assert 0.19 < pen.item() <= 0.2 + 1e-6
     pen.backward()
     assert torch.isfinite(same.grad).all() and same.grad.abs().max() < 1.0
 
