@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -88,16 +90,6 @@ def _points(page) -> int:
         return p && p.data && p.data.length ? p.data[0].x.length : 0; }""")
 
 
-def _wait(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def _select(page, label: str, option: str) -> None:
     page.get_by_label(label, exact=True).first.click()  # a baseweb select: open it, pick the option
     page.get_by_role("option", name=option).first.click()
@@ -134,9 +126,9 @@ def test_train_stop_then_samples(server):
             page.get_by_role("button", name="Start").click()
 
             # the live curve grows without any click (st.fragment re-runs every 2 s)
-            _wait(lambda: (tmp / "runs" / "e2e" / "launch.json").is_file(), 30, "the run directory")
-            n1 = _wait(lambda: _points(page) >= 2 and _points(page), 120, "the first CSV rows on the curve")
-            n2 = _wait(lambda: _points(page) > n1 and _points(page), 60, "the curve to grow")
+            wait_for(lambda: (tmp / "runs" / "e2e" / "launch.json").is_file(), 30, "the run directory")
+            n1 = wait_for(lambda: _points(page) >= 2 and _points(page), 120, "the first CSV rows on the curve")
+            n2 = wait_for(lambda: _points(page) > n1 and _points(page), 60, "the curve to grow")
             assert n2 > n1 >= 2
             page.evaluate("() => document.querySelector('.js-plotly-plot').scrollIntoView()")
             page.screenshot(path="/tmp/e2e_train_running.png")
@@ -153,7 +145,7 @@ def test_train_stop_then_samples(server):
             page.get_by_role("link", name="Samples").click()
             expect(page.get_by_role("heading", name="Samples")).to_be_visible()
             images = page.locator('[data-testid="stImage"] img')
-            _wait(lambda: images.count() >= 9, 120, "nine per-class sample rows")
+            wait_for(lambda: images.count() >= 9, 120, "nine per-class sample rows")
             expect(page.get_by_text("e2e", exact=False).first).to_be_visible()
             page.screenshot(path="/tmp/e2e_samples.png")
         except Exception:

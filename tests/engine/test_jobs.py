@@ -16,6 +16,7 @@ from engine import jobs
 from engine.config import ConfigError
 from engine.train.curves import read_metrics
 from engine.utils import atomic_write_json, runs_root
+from tests.waiting import wait_for
 
 TINY = dict(res=16, batch=4, z_dim=32, w_dim=32, n_mlp=2, channel_base=64, channel_max=16,
             grid_per_class=2, workers=0, device="cpu", log_kimg=0.004, sample_kimg=0.04, snap_kimg=0.04,
@@ -30,16 +31,6 @@ def data_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "hs32"
     return prepare(PrepareConfig(source="histosynth", size=32, per_class=4, seed=0, out=str(out),
                                  quality_filter=False))
-
-
-def wait_for(pred, timeout=90.0, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def kill_group(pid):
