@@ -18,22 +18,20 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 from filelock import FileLock, Timeout
 
-from engine.utils import REPO_ROOT, atomic_write_json, read_json, runs_root
+from engine import background as bg
+from engine.background import LAUNCH_MARK, log_tail  # noqa: F401  (part of this module's API)
+from engine.utils import atomic_write_json, read_json, runs_root
 
 ACTIVE = ("queued", "running", "stopping")
 HEARTBEAT_STALE_S = 120.0   # the trainer beats every second; two minutes of silence is worth a warning
 STOP_GRACE_S = 30.0         # stop file at 0 s, SIGTERM after a quarter of this, SIGKILL after all of it
-LAUNCH_MARK = "=== launched"
-_POPENS: dict[str, subprocess.Popen] = {}  # handles of children we started: poll() reaps zombies
 _GPU_LOCKS: list[FileLock] = []  # held for the life of the training process (released at exit)
 
 
@@ -68,40 +66,13 @@ def new_run_id(family: str = "stylegan2", res: int | None = None, root: str | Pa
     return rid
 
 
-def log_tail(path: str | Path, max_bytes: int = 20_000, lines: int = 40) -> str:
-    """Last lines of a log without reading the whole file."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except FileNotFoundError:
-        return ""
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
-
-
 # ----------------------------------------------------------------------------------------------
 # Start, resume, stop
 
 def _spawn(run_id: str, args: list[str], root: Path) -> subprocess.Popen:
     d = run_dir(run_id, root)
     d.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HISTOGEN_RUNS=str(root))
-    log = open(d / "log.txt", "ab")
-    # A marker per launch: the tail of a run that dies before printing anything says so.
-    log.write(f"{LAUNCH_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')}: train {' '.join(args)}\n".encode())
-    log.flush()
-    try:
-        # Own session/process group: the run survives Streamlit reruns and reloads, and stop() can
-        # signal the whole tree at once.
-        p = subprocess.Popen([sys.executable, "-m", "engine", "train", *args], stdin=subprocess.DEVNULL,
-                             stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=env,
-                             start_new_session=True)
-    finally:
-        log.close()
-    _POPENS[run_id] = p
-    return p
+    return bg.spawn(f"train/{run_id}", "train", args, d / "log.txt", env={"HISTOGEN_RUNS": str(root)})
 
 
 def _launched(d: Path, p: subprocess.Popen, message: str) -> None:
@@ -109,7 +80,7 @@ def _launched(d: Path, p: subprocess.Popen, message: str) -> None:
     `launcher` marks a process that may not have installed its SIGTERM handler yet."""
     st = read_json(d / "status.json", {}) or {}
     if st.get("pid") is None:  # the trainer has not written yet (if it has, its own record wins)
-        st.update(state="queued", message=message, pid=p.pid, create_time=_create_time(p.pid),
+        st.update(state="queued", message=message, pid=p.pid, create_time=bg.create_time(p.pid),
                   launcher=True)
         atomic_write_json(d / "status.json", st)
 
@@ -188,14 +159,10 @@ def _escalate(d: Path, st: dict, grace_s: float) -> None:
     except FileNotFoundError:
         return
     if age >= grace_s:
-        _signal_group(st, signal.SIGKILL)
-        for _ in range(50):  # SIGKILL is not instant; let the kernel finish before we look again
-            _reap(d.name)
-            if not _pid_matches(st):
-                break
-            time.sleep(0.05)
+        bg.signal_group(st, signal.SIGKILL)
+        bg.wait_gone(st, 2.5, f"train/{d.name}")  # SIGKILL is not instant; let the kernel finish first
     elif age >= grace_s / 4:
-        _signal_group(st, signal.SIGTERM)  # the trainer's handler only sets its stop flag
+        bg.signal_group(st, signal.SIGTERM)  # the trainer's handler only sets its stop flag
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,16 +183,16 @@ def status(run_id: str, root: str | Path | None = None, grace_s: float = STOP_GR
     `stopped` if a stop was requested, else `failed` with the log's last line in the message."""
     root = Path(root) if root else runs_root()
     d = run_dir(run_id, root)
-    _reap(run_id)
+    bg.reap(f"train/{run_id}")
     st = read_json(d / "status.json", {}) or {}
     state = st.get("state", "unknown")
-    alive = state in ACTIVE and _pid_matches(st)
+    alive = state in ACTIVE and bg.pid_matches(st)
     stop_file = (d / "stop").exists()
     if alive and stop_file:
         _escalate(d, st, grace_s)
         st = read_json(d / "status.json", {}) or st
         state = st.get("state", state)
-        alive = state in ACTIVE and _pid_matches(st)
+        alive = state in ACTIVE and bg.pid_matches(st)
     tail = ""
     if state in ACTIVE and not alive:  # read again: the trainer may have written its end and exited since
         st = read_json(d / "status.json", {}) or st
@@ -236,9 +203,7 @@ def status(run_id: str, root: str | Path | None = None, grace_s: float = STOP_GR
             state, msg = "stopped", ("stopped before the trainer wrote its final status; resume continues "
                                      "from the last checkpoint")
         else:
-            last = tail.strip().splitlines()[-1] if tail.strip() else ""
-            last = "no output" if not last or last.startswith(LAUNCH_MARK) else last
-            state, msg = "failed", f"the training process ended without a final status ({last})"
+            state, msg = "failed", f"the training process ended without a final status ({bg.last_line(tail)})"
         st.update(state=state, message=msg)
         st.pop("launcher", None)
         atomic_write_json(d / "status.json", st)
@@ -286,56 +251,6 @@ def acquire_gpu(run_dir: str | Path, status: Any = None, stop: Any = None, poll_
     if waited:
         status.set("running", message="starting")
     return True
-
-
-# ----------------------------------------------------------------------------------------------
-# Processes
-
-def _create_time(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
-def _pid_matches(st: dict) -> bool:
-    pid = st.get("pid")
-    if not pid:  # between start()'s first write and the spawn: trust it for a short while
-        return st.get("state") == "queued" and _young(st)
-    try:
-        p = psutil.Process(int(pid))
-        if p.status() == psutil.STATUS_ZOMBIE:
-            return False
-        ct = st.get("create_time")
-        return ct is None or abs(p.create_time() - float(ct)) < 1.0
-    except psutil.Error:
-        return False
-
-
-def _young(st: dict, seconds: float = 30.0) -> bool:
-    t = st.get("started_at")
-    return bool(t) and time.time() - float(t) < seconds
-
-
-def _reap(run_id: str) -> None:
-    p = _POPENS.get(run_id)
-    if p is not None and p.poll() is not None:
-        _POPENS.pop(run_id, None)
-
-
-def _signal_group(st: dict, sig: int) -> None:
-    """Signal the run's process group (the trainer started its own session), only if it is still ours."""
-    if not _pid_matches(st) or not st.get("pid"):
-        return
-    pid = int(st["pid"])
-    try:
-        pgid = os.getpgid(pid)
-        if pgid == pid or pgid == st.get("pgid"):
-            os.killpg(pgid, sig)
-        else:  # not a group leader (launched by hand without its own session): only the process
-            os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # ----------------------------------------------------------------------------------------------

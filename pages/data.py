@@ -9,6 +9,7 @@ import streamlit as st
 import ui_cache
 from engine.config import ConfigError, PrepareConfig, from_dict
 from engine.data import catalog
+from engine.data import jobs as data_jobs
 from engine.data.classes import class_descriptions
 from engine.utils import data_root
 
@@ -42,31 +43,63 @@ def _prepare_form() -> None:
         default_name = f"{'histosynth' if kind == 'histosynth' else Path(folder.strip()).name or 'folder'}-{size}"
         out = data_root() / (name.strip() or default_name)
         try:
-            cfg = from_dict(PrepareConfig, dict(
+            # A background job (`python -m engine prepare` with one worker per core): 100k TIFFs take
+            # minutes even so, and the page stays usable meanwhile.
+            job = data_jobs.start_prepare(from_dict(PrepareConfig, dict(
                 source=source, out=str(out), size=int(size), per_class=int(per_class), seed=int(seed),
-                quality_filter=quality_filter, stain_norm=stain_norm, stain_reference=stain_reference.strip(),
-                # in-process: a spawn pool started from Streamlit's script thread was seen to hang; the
-                # CLI (`python -m engine prepare`) uses one worker per core for large folders
-                workers=1))
-        except ConfigError as e:
+                quality_filter=quality_filter, stain_norm=stain_norm, stain_reference=stain_reference.strip())))
+        except (ConfigError, ValueError) as e:
             st.error(str(e))
             return
-        from engine.data.prepare import prepare
+        _watched().append(job)
+        st.toast(f"Preparing {out.name} in the background (job {job})")
 
-        bar = st.progress(0.0, text="Preparing...")
 
-        def progress(done: int, total: int, msg: str = "") -> None:
-            bar.progress(min(1.0, done / max(total, 1)), text=f"{msg} {done}/{total}".strip())
+def _watched() -> list[str]:
+    """Jobs this session has seen running: their end is reported once (truth stays on disk)."""
+    return st.session_state.setdefault("prepare_jobs", [])
 
-        try:
-            path = prepare(cfg, progress=progress)
-        except (ConfigError, FileNotFoundError, ValueError) as e:
-            bar.empty()
-            st.error(str(e))
-            return
-        bar.empty()
-        st.session_state["data_dir"] = str(path)
-        st.toast(f"Prepared {path.name}")
+
+def _jobs(ticking: bool) -> None:
+    """Running preparations with their progress and a Stop button; re-run every second by st.fragment
+    while one is active. A job that ends selects its data set (finished) or leaves its error."""
+    jobs = data_jobs.list_prepare_jobs()
+    watched, ended = _watched(), False
+    for j in jobs:
+        if j.state in data_jobs.ACTIVE:
+            if j.job_id not in watched:  # started elsewhere (another tab, the CLI): follow it too
+                watched.append(j.job_id)
+            frac = min(1.0, j.done / j.total) if j.total else 0.0
+            c1, c2 = st.columns([5, 1], vertical_alignment="bottom")
+            c1.progress(frac, text=f"Preparing `{Path(j.out).name}` from {j.source}: "
+                                   + (f"{j.done}/{j.total} · {j.message}" if j.total else j.message))
+            if c2.button("Stop", key=f"stop_{j.job_id}", help="no data set is written"):
+                data_jobs.stop_prepare(j.job_id)
+                ended = True
+        elif j.job_id in watched:
+            watched.remove(j.job_id)
+            ended = True
+            if j.state == "finished":
+                st.session_state["data_dir"] = j.out
+                st.toast(f"Prepared {Path(j.out).name}")
+            else:
+                st.session_state["prepare_ended"] = j.job_id
+    if ticking and (ended or not any(j.state in data_jobs.ACTIVE for j in jobs)):
+        st.rerun()  # redraw the picker with the new data set; stops this timer when nothing runs
+
+
+def _ended_badly() -> None:
+    """The error of this session's last job that failed (or was stopped), until the next one ends."""
+    jid = st.session_state.get("prepare_ended")
+    if not jid or not (data_jobs.job_dir(jid) / "status.json").is_file():
+        return
+    j = data_jobs.prepare_status(jid)
+    if j.state == "failed":
+        st.error(f"Preparation of `{Path(j.out).name}` failed: {j.message}")
+        with st.expander("log"):
+            st.code(j.log_tail or "(empty log)", language=None)
+    elif j.state == "stopped":
+        st.info(f"Preparation of `{Path(j.out).name}` stopped at {j.done}/{j.total}; no data set was written.")
 
 
 def _show(path: Path) -> None:
@@ -137,6 +170,9 @@ def _stain(data) -> None:
 
 
 _prepare_form()
+active = any(j.state in data_jobs.ACTIVE for j in data_jobs.list_prepare_jobs())
+st.fragment(_jobs, run_every=1 if active else None)(active)
+_ended_badly()
 sets = catalog.list_prepared()
 if not sets:
     st.info(f"No prepared data set in `{data_root()}` yet. Prepare the built-in `histosynth` demo set "

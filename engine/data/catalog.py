@@ -16,7 +16,9 @@ def list_prepared(root: str | Path | None = None) -> list[Path]:
     root = Path(root) if root is not None else data_root()
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and (p / "dataset.json").is_file()]
+    # dot-folders are temp/old copies of a preparation in progress (prepare os.replace()s them in)
+    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+             and (p / "dataset.json").is_file()]
     return sorted(found, key=lambda p: (p / "dataset.json").stat().st_mtime, reverse=True)
 
 

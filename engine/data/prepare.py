@@ -328,29 +328,80 @@ def summary_table(info: dict) -> str:
     return "\n".join(rows)
 
 
+class ProgressFile:
+    """`--progress-file`: {state, done, total, message} (+ out when finished) replaced atomically, running
+    updates at most twice a second; how the Data page follows a background preparation (engine.data.jobs)."""
+
+    def __init__(self, path: str | os.PathLike):
+        from engine.background import StatusFile
+
+        self.file = StatusFile(path, every_s=0.5)
+        self.file.set("running", force=True, done=0, total=0, message="listing the source")
+
+    def __call__(self, done: int, total: int, msg: str) -> bool:
+        return self.file.set("running", force=done == total, done=done, total=total, message=msg)
+
+    def end(self, e: BaseException | None, out: Path | None = None, info: dict | None = None) -> None:
+        if e is None:
+            self.file.set("finished", force=True, out=str(out),
+                          message=f"wrote {out} ({info['num_images']} patches of {info['size']} px)")
+        elif isinstance(e, (SystemExit, KeyboardInterrupt)):
+            self.file.set("stopped", force=True, message="stopped; no data set was written")
+        else:  # ours are one sentence naming the field or path; anything else gets its type too
+            ours = isinstance(e, (ConfigError, FileNotFoundError, ValueError))
+            self.file.set("failed", force=True, message=str(e) if ours else f"{type(e).__name__}: {e}")
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    # A stop (SIGTERM) unwinds through prepare(), which removes its temp directory on the way out.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str]) -> int:
+    import signal
+    import threading
+
     parser = argparse.ArgumentParser(prog="python -m engine prepare", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     C.add_arguments(parser, PrepareConfig)
-    cfg = C.from_args(PrepareConfig, parser.parse_args(argv))
-    from tqdm import tqdm
-
-    bar = None
+    parser.add_argument("--progress-file", metavar="FILE.json",
+                        help="also report {state, done, total, message} in this JSON file (for background jobs)")
+    args = parser.parse_args(argv)
+    report = ProgressFile(args.progress_file) if args.progress_file else None
+    bar, printed = None, 0.0
 
     def progress(done: int, total: int, msg: str) -> None:
-        nonlocal bar
+        nonlocal bar, printed
+        if report is not None:  # a background job: the file is its progress bar; the log gets a line at times
+            if report(done, total, msg) and (time.monotonic() - printed > 10 or done == total):
+                print(f"{done}/{total} {msg}", flush=True)
+                printed = time.monotonic()
+            return
         if bar is None:
+            from tqdm import tqdm
+
             bar = tqdm(total=total, unit="img", desc="prepare", mininterval=0.5)
         bar.n = done
         bar.set_postfix_str(msg, refresh=False)
         bar.refresh()
 
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
     try:
+        cfg = C.from_args(PrepareConfig, args)
         out = prepare(cfg, progress)
+        info = read_json(out / "dataset.json")
+    except BaseException as e:
+        if report is not None:
+            report.end(e)
+        raise
     finally:
         if bar is not None:
             bar.close()
-    info = read_json(out / "dataset.json")
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if old is None else old)
+    if report is not None:
+        report.end(None, out, info)
     print(summary_table(info))
     print(f"wrote {out} ({info['num_images']} patches of {info['size']} px)")
     return 0

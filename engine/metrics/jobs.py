@@ -12,36 +12,26 @@ running whose process is gone is reported failed (or stopped, when a stop was as
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from engine.jobs import _create_time, _pid_matches, log_tail, run_dir
-from engine.utils import REPO_ROOT, atomic_write_json, read_json, runs_root
+from engine import background as bg
+from engine.jobs import run_dir
+from engine.utils import atomic_write_json, read_json, runs_root
 
 ACTIVE = ("queued", "running")
-_POPENS: dict[str, subprocess.Popen] = {}  # our children, polled so they never linger as zombies
 
 
-class JobStatus:
-    """The status file of one evaluation job, written by the evaluating process (throttled to 1/s)."""
+class JobStatus(bg.StatusFile):
+    """The status file of one evaluation job, written by the evaluating process (throttled to 1/s);
+    every write carries a heartbeat, and the first `running` one the writer's pid and create time."""
 
-    def __init__(self, path: str | os.PathLike, every_s: float = 1.0):
-        self.path, self.every_s, self._last = Path(path), every_s, 0.0
-
-    def set(self, state: str, force: bool = False, **fields: Any) -> None:
-        now = time.time()
-        if not force and state == "running" and now - self._last < self.every_s and "pid" not in fields:
-            return
-        st = read_json(self.path, {}) or {}
+    def _extra(self, state: str, st: dict) -> dict:
+        extra: dict[str, Any] = {"heartbeat_at": time.time()}
         if state == "running" and st.get("pid") != os.getpid():
-            fields.update(pid=os.getpid(), create_time=_create_time(os.getpid()))
-        st.update(fields, state=state, heartbeat_at=now)
-        atomic_write_json(self.path, st)
-        self._last = now
+            extra.update(pid=os.getpid(), create_time=bg.create_time(os.getpid()))
+        return extra
 
 
 def jobs_dir(run_id: str, root: str | Path | None = None) -> Path:
@@ -75,36 +65,30 @@ def start_eval(run_id: str, options: dict[str, Any] | None = None, root: str | P
     status = jd / f"{job}.json"
     atomic_write_json(status, {"state": "queued", "pid": None, "progress": 0.0, "message": "starting",
                                "started_at": time.time(), "heartbeat_at": None, "report": None, "args": args})
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HISTOGEN_RUNS=str(root))
-    with open(jd / f"{job}.log", "ab") as log:
-        p = subprocess.Popen([sys.executable, "-m", "engine", "evaluate", *args], stdin=subprocess.DEVNULL,
-                             stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=env,
-                             start_new_session=True)
-    _POPENS[f"{run_id}/{job}"] = p
+    p = bg.spawn(f"eval/{run_id}/{job}", "evaluate", args, jd / f"{job}.log", env={"HISTOGEN_RUNS": str(root)})
     st = read_json(status, {}) or {}
     if st.get("pid") is None:  # the child has not written yet: record whom to watch
-        st.update(pid=p.pid, create_time=_create_time(p.pid))
+        st.update(pid=p.pid, create_time=bg.create_time(p.pid))
         atomic_write_json(status, st)
     return job
 
 
 def eval_status(run_id: str, job: str, root: str | Path | None = None) -> dict:
     """A job's status dict plus "job", "alive" and (after a failure) "log_tail"."""
-    p = _POPENS.get(f"{run_id}/{job}")
-    if p is not None and p.poll() is not None:
-        _POPENS.pop(f"{run_id}/{job}", None)
+    bg.reap(f"eval/{run_id}/{job}")
     path = jobs_dir(run_id, root) / f"{job}.json"
     st = read_json(path, {}) or {}
-    alive = st.get("state") in ACTIVE and st.get("pid") is not None and _pid_matches(st)
+    alive = st.get("state") in ACTIVE and st.get("pid") is not None and bg.pid_matches(st)
+    if st.get("state") in ACTIVE and not alive and st.get("pid") is not None:
+        st = read_json(path, {}) or st  # read again: the job may have written its end and exited since
     if st.get("state") in ACTIVE and not alive and st.get("pid") is not None:
         stopped = (path.parent / f"{job}.stop").exists()
-        tail = log_tail(path.with_suffix(".log"), lines=5).strip().splitlines()
+        last = bg.last_line(bg.log_tail(path.with_suffix(".log"), lines=5))
         st.update(state="stopped" if stopped else "failed",
-                  message="stopped" if stopped else f"the evaluation ended without a final status "
-                                                    f"({tail[-1] if tail else 'no output'})")
+                  message="stopped" if stopped else f"the evaluation ended without a final status ({last})")
         atomic_write_json(path, st)
     if st.get("state") == "failed":
-        st["log_tail"] = log_tail(path.with_suffix(".log"))
+        st["log_tail"] = bg.log_tail(path.with_suffix(".log"))
     return {**st, "job": job, "alive": alive}
 
 
@@ -127,18 +111,6 @@ def stop_eval(run_id: str, job: str, root: str | Path | None = None, grace_s: fl
     jd = jobs_dir(run_id, root)
     (jd / f"{job}.stop").touch()
     st = read_json(jd / f"{job}.json", {}) or {}
-    if st.get("state") in ACTIVE and st.get("pid") and _pid_matches(st):
-        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
-            try:
-                os.killpg(os.getpgid(int(st["pid"])), sig)
-            except (ProcessLookupError, PermissionError):
-                break
-            deadline = time.time() + wait
-            while time.time() < deadline and _pid_matches(st):
-                p = _POPENS.get(f"{run_id}/{job}")
-                if p is not None:
-                    p.poll()
-                time.sleep(0.1)
-            if not _pid_matches(st):
-                break
+    if st.get("state") in ACTIVE and st.get("pid"):
+        bg.terminate(st, grace_s, f"eval/{run_id}/{job}")
     return eval_status(run_id, job, root)

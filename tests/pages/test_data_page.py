@@ -4,9 +4,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.pages.apptest import open_app
+from tests.waiting import wait_for
 
 from engine.config import PrepareConfig, from_dict
-
 
 
 def _app(monkeypatch) -> AppTest:
@@ -45,13 +45,43 @@ def test_data_page_prepared(monkeypatch, prepared):
 
 
 def test_data_page_prepares_from_form(monkeypatch):
+    from engine.data import jobs as data_jobs
+    from engine.utils import data_root
+
     at = _app(monkeypatch)
     at.run()
     at.number_input[0].set_value(32)
     at.number_input[1].set_value(4)  # per_class
-    at.button[0].click()  # the form's Prepare button
+    at.button[0].click()  # the form's Prepare button: starts a background job
     at.run()
     assert not at.exception, at.exception
+    assert any("in the background" in t.value for t in at.toast)
+    [job] = data_jobs.list_prepare_jobs()
+    assert job.out == str(data_root() / "histosynth-32")
+    if job.state in data_jobs.ACTIVE:  # the fragment shows it with a Stop button
+        assert at.button(key=f"stop_{job.job_id}")
+    wait_for(lambda: data_jobs.prepare_status(job.job_id).state not in data_jobs.ACTIVE, timeout=60,
+             what="the preparation job")
+    assert data_jobs.prepare_status(job.job_id).state == "finished"
+    at.run()  # the fragment sees the end and selects the new data set
+    assert not at.exception, at.exception
+    assert at.session_state["data_dir"] == job.out
+    assert next(s for s in at.selectbox if s.label == "data set").value == job.out
     assert len(at.dataframe) >= 1
-    from engine.utils import data_root
-    assert (data_root() / "histosynth-32" / "dataset.json").is_file()
+    assert int(at.dataframe[0].value.loc["total"].drop("eval", errors="ignore").sum()) == 9 * 4
+
+
+def test_data_page_shows_a_failed_job(monkeypatch):
+    from engine.data import jobs as data_jobs
+
+    at = _app(monkeypatch)
+    at.run()
+    at.radio[0].set_value("folder")
+    at.text_input[0].input("/missing")
+    at.button[0].click()
+    at.run()
+    assert not at.exception, at.exception
+    [job] = data_jobs.list_prepare_jobs()
+    wait_for(lambda: data_jobs.prepare_status(job.job_id).state == "failed", timeout=60, what="the failure")
+    at.run()
+    assert any("folder /missing does not exist" in e.value for e in at.error)
