@@ -17,13 +17,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from engine.config import ConfigError
 from engine.train.checkpoint import load_generator_export
 from engine.train.checkpoint import list_checkpoints as _ckpt_files
-from engine.train.grid import tile, to_uint8
+from engine.train.grid import png_bytes, tile, to_uint8
 from engine.utils import atomic_write_bytes, atomic_write_text, pick_device, read_json
 
 NCT_CLASSES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")
@@ -239,12 +238,6 @@ def class_grid(G: nn.Module, classes: list[int], seeds: list[int], truncation: f
     """uint8 HWC grid, one row per class, one column per seed (`generate` kwargs pass through)."""
     images, _ = generate(G, classes, seeds, truncation, **kw)
     return tile(images, rows=len(classes))
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def sample_filename(i: int, record: dict) -> str:

@@ -56,14 +56,14 @@ def rejects_table(info: dict) -> pd.DataFrame:
 def preview_grid(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, num_classes: int,
                  per_class: int = 8, seed: int = 0, pad: int = 2) -> np.ndarray:
     """A uint8 HWC mosaic with one row per class: `per_class` random patches of each (blank if fewer)."""
+    from engine.train.grid import tile
+
     rng = np.random.default_rng(seed)
-    h, w = images.shape[1:3]
-    grid = np.full((num_classes * (h + pad) + pad, per_class * (w + pad) + pad, 3), 255, np.uint8)
+    cells = np.full((num_classes, per_class, *images.shape[1:]), 255, np.uint8)
     lab = labels[indices]
     for c in range(num_classes):
         pool = indices[lab == c]
         pick = rng.choice(pool, size=min(per_class, len(pool)), replace=False) if len(pool) else []
         for j, i in enumerate(sorted(pick)):
-            y, x = pad + c * (h + pad), pad + j * (w + pad)
-            grid[y:y + h, x:x + w] = images[i]
-    return grid
+            cells[c, j] = images[i]
+    return tile(cells.reshape(-1, *images.shape[1:]), rows=num_classes, pad=pad)

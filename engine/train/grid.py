@@ -57,10 +57,15 @@ def generate_grid(G: nn.Module, num_classes: int, per_class: int, *, seed: int =
     return tile(to_uint8(torch.cat(parts)), rows=num_classes)
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    """uint8 HWC -> PNG file bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def save_grid(G: nn.Module, path: str | os.PathLike, num_classes: int, per_class: int, *,
               seed: int = 0) -> Path:
     """Write a PNG grid atomically (samples/step_XXXXXXXX.png)."""
-    buf = io.BytesIO()
-    Image.fromarray(generate_grid(G, num_classes, per_class, seed=seed)).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, png_bytes(generate_grid(G, num_classes, per_class, seed=seed)))
     return Path(path)
