@@ -36,14 +36,26 @@ def _order_he(w: np.ndarray) -> np.ndarray:
     return w if w[0, 0] >= w[0, 1] else w[:, ::-1]
 
 
+def sample_od(images: np.ndarray, rng: np.random.Generator, max_pixels: int | None = None,
+              max_stained: int = MAX_FIT_PIXELS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OD of uint8 pixels (any shape ending in 3): (od of all sampled pixels (n, 3), their stained mask,
+    OD rows of the stained ones). Pixels are first subsampled to `max_pixels` (None = all), the stained
+    rows then to `max_stained`, both with `rng`."""
+    px = np.asarray(images).reshape(-1, 3)
+    if max_pixels is not None and len(px) > max_pixels:
+        px = px[rng.choice(len(px), max_pixels, replace=False)]
+    od = optical_density(px, IO)
+    stained = (od >= BETA).all(axis=1)
+    od_stained = od[stained]
+    if len(od_stained) > max_stained:
+        od_stained = od_stained[rng.choice(len(od_stained), max_stained, replace=False)]
+    return od, stained, od_stained
+
+
 def _stained_od(img: np.ndarray) -> np.ndarray:
     """OD rows (n, 3) of the stained pixels, subsampled to MAX_FIT_PIXELS (with a fixed seed, so a
     tile always normalises to the same output whatever was processed before it)."""
-    od = optical_density(img.reshape(-1, 3), IO)
-    od = od[(od >= BETA).all(axis=1)]
-    if len(od) > MAX_FIT_PIXELS:
-        od = od[np.random.default_rng(0).choice(len(od), MAX_FIT_PIXELS, replace=False)]
-    return od
+    return sample_od(img, np.random.default_rng(0))[2]
 
 
 def concentrations(od: np.ndarray, w: np.ndarray, clip: bool = True) -> np.ndarray:
@@ -168,18 +180,11 @@ def stain_stats(images: np.ndarray, seed: int = 0) -> dict[str, Any]:
                            "H": None, "E": None}
     if len(images) == 0:
         return out
-    px = images.reshape(-1, 3)
-    if len(px) > 20 * MAX_FIT_PIXELS:
-        px = px[rng.choice(len(px), 20 * MAX_FIT_PIXELS, replace=False)]
-    od = optical_density(px, IO)
-    stained = (od >= BETA).all(axis=1)
+    all_od, stained, od = sample_od(images, rng, max_pixels=20 * MAX_FIT_PIXELS)
     out["tissue_ratio"] = float(stained.mean())
-    out["mean_od"] = [round(float(x), 4) for x in np.clip(od, 0, None).mean(axis=0)]  # glass brighter than IO: 0
-    od = od[stained]
-    if len(od) < 100:
+    out["mean_od"] = [round(float(x), 4) for x in np.clip(all_od, 0, None).mean(axis=0)]  # glass brighter than IO: 0
+    if len(od) < 100:  # (MAX_FIT_PIXELS >= 100: the cap never decides this)
         return out
-    if len(od) > MAX_FIT_PIXELS:
-        od = od[rng.choice(len(od), MAX_FIT_PIXELS, replace=False)]
     try:
         w = macenko_vectors(od)
     except (np.linalg.LinAlgError, ValueError):

@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import wasserstein_distance
 
-from engine.data.quality import optical_density
-from engine.data.stain import BETA, IO, MAX_FIT_PIXELS, RUIFROK, concentrations, macenko_vectors
+from engine.data.stain import MAX_FIT_PIXELS, RUIFROK, concentrations, macenko_vectors, sample_od
 from engine.metrics.registry import register_metric
 
 MAX_PIXELS = 200_000  # per set; plenty for 40-bin histograms
@@ -19,14 +18,9 @@ MAX_PIXELS = 200_000  # per set; plenty for 40-bin histograms
 def stained_od(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float]:
     """OD rows (n, 3) of the stained pixels of uint8 NHWC images (random subsample of MAX_PIXELS) and
     the stained fraction of all pixels."""
-    px = np.asarray(images).reshape(-1, 3)
-    rng = np.random.default_rng(seed)
-    if len(px) > 4 * MAX_PIXELS:
-        px = px[rng.choice(len(px), 4 * MAX_PIXELS, replace=False)]
-    od = optical_density(px, IO)
-    stained = (od >= BETA).all(axis=1)
-    od, frac = od[stained], float(stained.mean()) if len(stained) else 0.0
-    return (od[rng.choice(len(od), MAX_PIXELS, replace=False)] if len(od) > MAX_PIXELS else od), frac
+    _, stained, od = sample_od(images, np.random.default_rng(seed), max_pixels=4 * MAX_PIXELS,
+                               max_stained=MAX_PIXELS)
+    return od, float(stained.mean()) if len(stained) else 0.0
 
 
 def stain_basis(od: np.ndarray) -> np.ndarray:
