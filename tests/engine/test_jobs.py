@@ -23,16 +23,6 @@ TINY = dict(res=16, batch=4, z_dim=32, w_dim=32, n_mlp=2, channel_base=64, chann
             kimg=100.0)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from engine.config import PrepareConfig
-    from engine.data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("data") / "hs32"
-    return prepare(PrepareConfig(source="histosynth", size=32, per_class=4, seed=0, out=str(out),
-                                 quality_filter=False))
-
-
 def kill_group(pid):
     try:
         os.killpg(pid, signal.SIGKILL)

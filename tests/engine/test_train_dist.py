@@ -61,16 +61,6 @@ def _worker(rank: int, world: int, port: int, data_dir: str, out: str) -> None:
     dist.cleanup()
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from engine.config import PrepareConfig
-    from engine.data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("data") / "hs32"
-    return prepare(PrepareConfig(source="histosynth", size=32, per_class=4, seed=0, out=str(out),
-                                 quality_filter=False))
-
-
 def test_two_gloo_ranks_keep_identical_weights(tmp_path, data_dir):
     out = tmp_path / "result.json"
     mp.spawn(_worker, args=(2, _free_port(), str(data_dir), str(out)), nprocs=2, join=True)

@@ -22,17 +22,6 @@ TINY = ["--res", "16", "--batch", "8", "--z-dim", "32", "--w-dim", "32", "--n-ml
         "--pl-every", "2", "--log-kimg", "0.016", "--sample-kimg", "0.032", "--snap-kimg", "0.032"]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """Histosynth at 32 px, 4 patches per class (trained at 16 px: the loader resizes)."""
-    from engine.config import PrepareConfig
-    from engine.data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("data") / "hs32"
-    return prepare(PrepareConfig(source="histosynth", size=32, per_class=4, seed=0, out=str(out),
-                                 quality_filter=False))
-
-
 @pytest.fixture(autouse=True)
 def one_thread():
     # Deterministic and fast on a shared 2-core machine (oversubscribed OpenMP threads crawl).
