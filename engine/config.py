@@ -25,9 +25,14 @@ class ConfigError(ValueError):
 
 
 def opt(default: Any, help: str = "", *, range: tuple | None = None, choices: tuple | None = None,
-        **kw: Any) -> Any:
-    """A dataclass field with help text and limits. `range` is inclusive (lo, hi); None = unbounded."""
-    md = {"help": help, "range": range, "choices": choices}
+        label: str = "", offer: tuple | None = None, **kw: Any) -> Any:
+    """A dataclass field with help text and limits. `range` is inclusive (lo, hi); None = unbounded.
+
+    `label` is the short phrase a researcher reads in a form (`field_label` shows it beside the field's
+    name, which stays the one name in code, CLI, CSV and config). `offer` narrows the values a form
+    offers below `choices` (e.g. only the model families that run), while `choices` stays what the CLI
+    lists and what the engine explains when a value is refused."""
+    md = {"help": help, "range": range, "choices": choices, "label": label, "offer": offer}
     if isinstance(default, (list, dict, tuple)):
         return field(default_factory=lambda: type(default)(default), metadata=md, **kw)
     return field(default=default, metadata=md, **kw)
@@ -150,6 +155,17 @@ def load(cls: type[T], path: str | Path) -> T:
     return from_dict(cls, d)
 
 
+def field_label(f: dataclasses.Field) -> str:
+    """What a generated form shows for a field: `G learning rate · lr_g` (the name alone if unlabelled)."""
+    label = f.metadata.get("label") or ""
+    return f"{label} · {f.name}" if label else f.name
+
+
+def offered(f: dataclasses.Field) -> tuple | None:
+    """The values a form offers for a field: its `offer` metadata, else its `choices` (None = free)."""
+    return f.metadata.get("offer") or f.metadata.get("choices")
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -238,6 +254,9 @@ class PrepareConfig:
 
 FAMILIES = ("stylegan2", "dcgan", "mlp_gan", "ddpm")
 IMPLEMENTED_FAMILIES = ("stylegan2",)
+# The resolutions the generator builds (engine.models.stylegan2: powers of two in [8, 256]); forms offer
+# exactly these and validate() refuses anything else, so no UI can offer a size the engine rejects.
+RES_CHOICES = (8, 16, 32, 64, 128, 256)
 # Fields that `train --resume RUN_DIR` may change; the rest define the model and its curves.
 RESUMABLE_FIELDS = ("kimg", "log_kimg", "sample_kimg", "snap_kimg", "keep_last", "workers", "device",
                     "compile")
@@ -252,114 +271,143 @@ class TrainConfig:
     G_ema: `ema_kimg` > 0 sets a half-life in kimg; with 0, `ema_beta` is the decay per step. Either
     way the half-life is capped at `ema_rampup` x images shown so far (0 = no cap)."""
     # run
-    family: str = opt("stylegan2", "model family (only implemented ones run)", choices=FAMILIES)
+    family: str = opt("stylegan2", "model family (only implemented ones run)", choices=FAMILIES,
+                      offer=IMPLEMENTED_FAMILIES, label="model family")
     data: str = opt("", "prepared data set directory (python -m engine prepare); empty = the built-in "
-                        "histosynth demo at --res, prepared on demand")
-    run_dir: str = opt("", "run directory (empty = <runs root>/<date>-<time>-<family>)")
-    res: int = opt(64, "image resolution in pixels (a power of two)", range=(8, 256))
-    batch: int = opt(16, "images per step over all GPUs (split evenly across ranks)", range=(2, 65536))
-    kimg: float = opt(5.0, "training length in thousands of real images shown to D", range=(0.001, 1e6))
-    seed: int = opt(0, "random seed (a CPU run is reproducible bit for bit)", range=(0, 2**31 - 1))
-    device: str = opt("auto", "compute device", choices=("auto", "cpu", "cuda"))
+                        "histosynth demo at --res, prepared on demand", label="data set")
+    run_dir: str = opt("", "run directory (empty = <runs root>/<date>-<time>-<family>)",
+                       label="run directory")
+    res: int = opt(64, "image resolution in pixels", choices=RES_CHOICES, label="image size (px)")
+    batch: int = opt(16, "images per step over all GPUs (split evenly across ranks)", range=(2, 65536),
+                     label="batch size")
+    kimg: float = opt(5.0, "training length in thousands of real images shown to D", range=(0.001, 1e6),
+                      label="training length")
+    seed: int = opt(0, "random seed (a CPU run is reproducible bit for bit)", range=(0, 2**31 - 1),
+                    label="random seed")
+    device: str = opt("auto", "compute device", choices=("auto", "cpu", "cuda"), label="compute device")
     # model
-    z_dim: int = opt(512, "latent z size (and class-embedding size)", range=(1, 4096))
-    w_dim: int = opt(512, "intermediate latent w size", range=(1, 4096))
-    n_mlp: int = opt(8, "mapping-network layers", range=(1, 16))
+    z_dim: int = opt(512, "latent z size (and class-embedding size)", range=(1, 4096), label="latent z size")
+    w_dim: int = opt(512, "intermediate latent w size", range=(1, 4096), label="latent w size")
+    n_mlp: int = opt(8, "mapping-network layers", range=(1, 16), label="mapping layers")
     lr_mlp: float = opt(0.01, "mapping-network learning-rate multiplier (StyleGAN2: 0.01)",
-                        range=(1e-4, 1.0))
+                        range=(1e-4, 1.0), label="mapping lr multiplier")
     channel_base: int = opt(2048, "channels at a resolution = min(channel_base // res, channel_max); "
-                                  "16384 is StyleGAN2's config-f", range=(8, 1 << 20))
-    channel_max: int = opt(128, "maximum channels per layer (StyleGAN2: 512)", range=(1, 4096))
-    clamp: float = opt(0.9, "generator output clamp: images lie in [-clamp, clamp]", range=(0.1, 1.0))
-    mixing_prob: float = opt(0.9, "probability of intra-class style mixing per sample", range=(0.0, 1.0))
-    mbstd_group: int = opt(4, "minibatch-std group size in D", range=(1, 64))
+                                  "16384 is StyleGAN2's config-f", range=(8, 1 << 20), label="channel budget")
+    channel_max: int = opt(128, "maximum channels per layer (StyleGAN2: 512)", range=(1, 4096),
+                           label="max channels per layer")
+    clamp: float = opt(0.9, "generator output clamp: images lie in [-clamp, clamp]", range=(0.1, 1.0),
+                       label="output clamp")
+    mixing_prob: float = opt(0.9, "probability of intra-class style mixing per sample", range=(0.0, 1.0),
+                             label="style-mixing probability")
+    mbstd_group: int = opt(4, "minibatch-std group size in D", range=(1, 64), label="minibatch-std group")
     # adversarial loss and regularisers
     loss: str = opt("logistic", "D loss: non-saturating logistic or BCE with label smoothing",
-                    choices=("logistic", "bce"))
-    real_label: float = opt(0.9, "BCE real label (one-sided smoothing)", range=(0.5, 1.0))
-    r1_gamma: float = opt(15.0, "R1 weight gamma (0 = off)", range=(0.0, None))
+                    choices=("logistic", "bce"), label="D loss")
+    real_label: float = opt(0.9, "BCE real label (one-sided smoothing)", range=(0.5, 1.0),
+                            label="BCE real label")
+    r1_gamma: float = opt(15.0, "R1 weight gamma (0 = off)", range=(0.0, None), label="R1 weight")
     r1_every: int = opt(8, "apply R1 every N D steps, scaled by N (lazy regularisation)",
-                        range=(1, 1000))
-    drift: float = opt(1e-3, "drift penalty weight on real logits squared", range=(0.0, None))
-    pl_weight: float = opt(0.0, "path-length regularisation weight (0 = off)", range=(0.0, None))
-    pl_every: int = opt(4, "apply path length every N G steps, scaled by N", range=(1, 1000))
-    pl_decay: float = opt(0.01, "EMA decay of the mean path length", range=(0.0, 1.0))
+                        range=(1, 1000), label="R1 every N steps")
+    drift: float = opt(1e-3, "drift penalty weight on real logits squared", range=(0.0, None),
+                       label="drift penalty")
+    pl_weight: float = opt(0.0, "path-length regularisation weight (0 = off)", range=(0.0, None),
+                           label="path-length weight")
+    pl_every: int = opt(4, "apply path length every N G steps, scaled by N", range=(1, 1000),
+                        label="path length every N steps")
+    pl_decay: float = opt(0.01, "EMA decay of the mean path length", range=(0.0, 1.0),
+                          label="path-length EMA decay")
     fm_weight: float = opt(0.1, "feature-matching weight (D features, real vs fake batch means)",
-                           range=(0.0, None))
+                           range=(0.0, None), label="feature-matching weight")
     perceptual_weight: float = opt(0.01, "perceptual loss weight in the domain-feature space "
-                                         "(only with the domain head)", range=(0.0, None))
-    stats_weight: float = opt(3e-3, "real-statistics EMA penalty weight", range=(0.0, None))
-    saturation_weight: float = opt(0.05, "saturation penalty weight", range=(0.0, None))
+                                         "(only with the domain head)", range=(0.0, None),
+                                   label="perceptual weight")
+    stats_weight: float = opt(3e-3, "real-statistics EMA penalty weight", range=(0.0, None),
+                              label="real-statistics weight")
+    saturation_weight: float = opt(0.05, "saturation penalty weight", range=(0.0, None),
+                                   label="saturation penalty")
     saturation_threshold: float = opt(0.6, "saturation penalty starts at |fake| above this",
-                                      range=(0.0, 1.0))
+                                      range=(0.0, 1.0), label="saturation threshold")
     diversity_weight: float = opt(0.1, "batch-diversity (mode-seeking) penalty weight",
-                                  range=(0.0, None))
+                                  range=(0.0, None), label="diversity weight")
     diversity_tau: float = opt(0.2, "diversity hinge: pairs whose image distance per unit latent distance "
-                                    "is below this are penalised", range=(0.0, 10.0))
+                                    "is below this are penalised", range=(0.0, 10.0), label="diversity hinge")
     # ADA
-    ada: bool = opt(True, "adaptive discriminator augmentation (H&E-aware)")
-    ada_target: float = opt(0.6, "ADA target for acc = fraction of real logits > 0", range=(0.0, 1.0))
-    ada_kimg: float = opt(100.0, "ADA speed: kimg for p to move from 0 to 1", range=(0.001, None))
-    ada_p_max: float = opt(0.8, "ADA cap on p", range=(0.0, 1.0))
+    ada: bool = opt(True, "adaptive discriminator augmentation (H&E-aware)",
+                    label="adaptive augmentation (ADA)")
+    ada_target: float = opt(0.6, "ADA target for acc = fraction of real logits > 0", range=(0.0, 1.0),
+                            label="ADA target accuracy")
+    ada_kimg: float = opt(100.0, "ADA speed: kimg for p to move from 0 to 1", range=(0.001, None),
+                          label="ADA speed (kimg)")
+    ada_p_max: float = opt(0.8, "ADA cap on p", range=(0.0, 1.0), label="ADA max p")
     ada_freeze_kimg: float = opt(0.0, "freeze ADA p after this many kimg (0 = never)",
-                                 range=(0.0, None))
+                                 range=(0.0, None), label="freeze ADA after (kimg)")
     ada_interval: int = opt(4, "steps between ADA / alpha-gate / watchdog updates (one host sync "
-                               "each)", range=(1, 1000))
+                               "each)", range=(1, 1000), label="controller interval")
     acc_ema_beta: float = opt(0.9, "EMA factor of acc per controller update (acc_ema)",
-                              range=(0.0, 0.9999))
+                              range=(0.0, 0.9999), label="accuracy EMA factor")
     # domain head and its alpha gate
-    domain_head: bool = opt(False, "add the frozen domain-feature head to D (needs a classifier)")
-    domain_features: str = opt("", "classifier.pt for the domain head (empty = <data>/classifier.pt)")
-    alpha_on: float = opt(0.78, "gate turns on when acc_ema >= this", range=(0.0, 1.0))
-    alpha_off: float = opt(0.70, "gate turns off when acc_ema <= this", range=(0.0, 1.0))
-    alpha_max: float = opt(0.5, "largest alpha of the domain logit", range=(0.0, 10.0))
-    alpha_tau: float = opt(0.05, "alpha moves by tau * (target - alpha) per update", range=(0.0, 1.0))
-    alpha_dalpha: float = opt(0.01, "largest alpha change per update", range=(0.0, 1.0))
+    domain_head: bool = opt(False, "add the frozen domain-feature head to D (needs a classifier)",
+                            label="domain head in D")
+    domain_features: str = opt("", "classifier.pt for the domain head (empty = <data>/classifier.pt)",
+                               label="domain classifier")
+    alpha_on: float = opt(0.78, "gate turns on when acc_ema >= this", range=(0.0, 1.0),
+                          label="gate on at acc")
+    alpha_off: float = opt(0.70, "gate turns off when acc_ema <= this", range=(0.0, 1.0),
+                           label="gate off at acc")
+    alpha_max: float = opt(0.5, "largest alpha of the domain logit", range=(0.0, 10.0),
+                           label="max domain alpha")
+    alpha_tau: float = opt(0.05, "alpha moves by tau * (target - alpha) per update", range=(0.0, 1.0),
+                           label="alpha step fraction")
+    alpha_dalpha: float = opt(0.01, "largest alpha change per update", range=(0.0, 1.0),
+                              label="max alpha change")
     alpha_dwell: int = opt(50, "updates the gate stays in a state before it may switch",
-                           range=(0, None))
+                           range=(0, None), label="gate dwell (updates)")
     alpha_freeze_kimg: float = opt(0.0, "freeze alpha after this many kimg (0 = never)",
-                                   range=(0.0, None))
+                                   range=(0.0, None), label="freeze alpha after (kimg)")
     watchdog_threshold: float = opt(0.75, "saturation watchdog fires when mean |fake| exceeds this",
-                                    range=(0.0, 1.0))
+                                    range=(0.0, 1.0), label="watchdog threshold")
     watchdog_factor: float = opt(0.5, "watchdog scales perceptual weight and alpha_max by this",
-                                 range=(0.0, 1.0))
+                                 range=(0.0, 1.0), label="watchdog scale factor")
     # EMA generator and optimisers
     ema_kimg: float = opt(0.0, "G_ema half-life in kimg (0 = use ema_beta per step instead)",
-                          range=(0.0, None))
+                          range=(0.0, None), label="G_ema half-life (kimg)")
     ema_beta: float = opt(0.9995, "G_ema decay per step, used when ema_kimg is 0",
-                          range=(0.0, 0.999999))
+                          range=(0.0, 0.999999), label="G_ema decay")
     ema_rampup: float = opt(0.05, "cap the G_ema half-life at this fraction of images shown so far, so "
                                   "short runs are not dominated by the initial weights (0 = off)",
-                            range=(0.0, 1.0))
-    lr_g: float = opt(4e-4, "G learning rate (Adam)", range=(0.0, 1.0))
-    lr_d: float = opt(7e-5, "D learning rate (Adam)", range=(0.0, 1.0))
-    beta1: float = opt(0.0, "Adam beta1", range=(0.0, 0.9999))
-    beta2: float = opt(0.99, "Adam beta2", range=(0.0, 0.9999))
-    grad_clip: float = opt(1.0, "gradient-norm clip for G and D (0 = off)", range=(0.0, None))
+                            range=(0.0, 1.0), label="G_ema ramp-up")
+    lr_g: float = opt(4e-4, "G learning rate (Adam)", range=(0.0, 1.0), label="G learning rate")
+    lr_d: float = opt(7e-5, "D learning rate (Adam)", range=(0.0, 1.0), label="D learning rate")
+    beta1: float = opt(0.0, "Adam beta1", range=(0.0, 0.9999), label="Adam beta1")
+    beta2: float = opt(0.99, "Adam beta2", range=(0.0, 0.9999), label="Adam beta2")
+    grad_clip: float = opt(1.0, "gradient-norm clip for G and D (0 = off)", range=(0.0, None),
+                           label="gradient clip")
     lr_min_frac: float = opt(0.01, "cosine schedule floor as a fraction of the start lr",
-                             range=(0.0, 1.0))
+                             range=(0.0, 1.0), label="lr floor fraction")
     # speed
     amp: str = opt("auto", "mixed precision on a GPU (auto = bf16 when supported; CPU runs fp32)",
-                   choices=("auto", "bf16", "fp16", "off"))
-    compile: bool = opt(False, "torch.compile the G and D forward passes (GPU)")
-    channels_last: bool = opt(False, "channels-last memory format (GPU)")
-    workers: int = opt(1, "background threads gathering batches (0 = in the loop)", range=(0, 16))
+                   choices=("auto", "bf16", "fp16", "off"), label="mixed precision")
+    compile: bool = opt(False, "torch.compile the G and D forward passes (GPU)", label="torch.compile")
+    channels_last: bool = opt(False, "channels-last memory format (GPU)", label="channels-last memory")
+    workers: int = opt(1, "background threads gathering batches (0 = in the loop)", range=(0, 16),
+                       label="loader threads")
     # data sampling and outputs
     samples_per_class_per_epoch: int = opt(0, "images per class per epoch of the balanced sampler "
-                                               "(0 = the sampler's default)", range=(0, None))
-    log_kimg: float = opt(0.1, "kimg between metrics_gan.csv rows", range=(0.001, None))
-    sample_kimg: float = opt(1.0, "kimg between sample grids", range=(0.001, None))
-    snap_kimg: float = opt(1.0, "kimg between checkpoints", range=(0.001, None))
-    keep_last: int = opt(3, "checkpoints kept (the newest ones)", range=(1, None))
-    grid_per_class: int = opt(8, "samples per class (columns) in the sample grids", range=(1, 64))
+                                               "(0 = the sampler's default)", range=(0, None),
+                                           label="samples per class per epoch")
+    log_kimg: float = opt(0.1, "kimg between metrics_gan.csv rows", range=(0.001, None),
+                          label="log every (kimg)")
+    sample_kimg: float = opt(1.0, "kimg between sample grids", range=(0.001, None), label="grid every (kimg)")
+    snap_kimg: float = opt(1.0, "kimg between checkpoints", range=(0.001, None),
+                           label="checkpoint every (kimg)")
+    keep_last: int = opt(3, "checkpoints kept (the newest ones)", range=(1, None), label="checkpoints kept")
+    grid_per_class: int = opt(8, "samples per class (columns) in the sample grids", range=(1, 64),
+                              label="grid columns per class")
 
     def check(self) -> None:
         if self.family not in IMPLEMENTED_FAMILIES:
             raise ConfigError(f"config field 'family' = {self.family!r} is not implemented yet; "
                               f"implemented: {', '.join(IMPLEMENTED_FAMILIES)}")
-        if self.res & (self.res - 1):
-            raise ConfigError(f"config field 'res' must be a power of two between 8 and 256 "
-                              f"(got {self.res})")
         if self.channel_base < self.res:
             raise ConfigError(f"config field 'channel_base' must be at least 'res' ({self.res}) so "
                               f"every layer has a channel (got {self.channel_base})")

@@ -1,12 +1,11 @@
-"""Train page: configure and launch background runs, stop/resume them, live curves, sample grid, log tail.
+"""Train page: the selected run first (status against its target, stop/resume, live curves, sample
+grid, log tail, rename/delete), then all runs, then the form for a new run.
 
-Every widget of the form is a TrainConfig field (label = field name, default/range/help from its
-metadata); the engine validates the whole config, so the page holds no rule of its own.
+Every widget of the form is a TrainConfig field (ui_forms: `label · name`, default/range/choices/help
+from its metadata); the engine validates the whole config, so the page holds no rule of its own.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 import ui_cache
+import ui_forms
 from engine import config as C
 from engine import jobs
 from engine.data import catalog
@@ -23,79 +23,63 @@ from engine.utils import read_json, runs_root
 
 ui_cache.require_frame()
 
-FIELDS = {f.name: f for f in dataclasses.fields(C.TrainConfig)}
-DEFAULTS = C.to_dict(C.TrainConfig())
+FORM = ui_forms.ConfigForm(C.TrainConfig)
+RUN_FIELDS = ("family", "data", "res", "batch", "kimg", "seed")
 SECTIONS = {  # what a researcher changes; every other field is under "advanced"
-    "run": ("family", "data", "res", "batch", "kimg", "seed"),
     "optimisation": ("lr_g", "lr_d", "r1_gamma", "ada", "ada_target"),
     "domain head and alpha gate": ("domain_head", "domain_features", "alpha_on", "alpha_off", "alpha_max"),
     "loss weights": ("fm_weight", "perceptual_weight", "stats_weight", "saturation_weight", "diversity_weight"),
 }
-SHOWN = {n for names in SECTIONS.values() for n in names} | {"run_dir"}
-ADVANCED = tuple(n for n in FIELDS if n not in SHOWN)
-RES_CHOICES = [2 ** k for k in range(3, 11)]
-CURVES = ("losses", "acc", "ada_p", "alpha", "lr", "speed", "ranges")
+SHOWN = set(RUN_FIELDS) | {n for names in SECTIONS.values() for n in names} | {"run_dir"}
+ADVANCED = tuple(n for n in FORM.fields if n not in SHOWN)
 
 st.title("Train")
+if "train_flash" in st.session_state:  # said after the rerun that shows the new run
+    st.toast(st.session_state.pop("train_flash"))
 
 
 # ----------------------------------------------------------------------------------------------
 # Form: one widget per config field
 
-def _number(name: str, container) -> float | int:
-    f, default = FIELDS[name], DEFAULTS[name]
-    lo, hi = f.metadata.get("range") or (None, None)
-    help_ = f.metadata.get("help", "")
-    if isinstance(default, int):
-        return container.number_input(name, min_value=lo, max_value=hi, value=int(default), step=1,
-                                      key=f"cfg_{name}", help=help_)
-    # a step of a tenth of the default's magnitude: 4e-4 moves by 1e-5, 0.6 by 0.01, 5 kimg by 0.1
-    step = 10.0 ** (math.floor(math.log10(abs(default))) - 1) if default else 0.01
-    return container.number_input(name, min_value=None if lo is None else float(lo),
-                                  max_value=None if hi is None else float(hi), value=float(default),
-                                  step=step, format="%g", key=f"cfg_{name}", help=help_)
+def _run_section(container) -> dict:
+    """family, data, res, batch, kimg, seed: outside the st.form, so the time estimate below them
+    follows every change (widgets inside a form report their values only on submit)."""
+    cols = container.columns(len(RUN_FIELDS))
+    values = {}
+    for col, name in zip(cols, RUN_FIELDS):
+        if name == "data":
+            sets = [""] + [str(p) for p in catalog.list_prepared()]
+            values[name] = col.selectbox(FORM.label(name), sets, key="cfg_data",
+                                         help=FORM.fields[name].metadata["help"], format_func=lambda p: (
+                                             catalog.describe(p) if p else
+                                             "histosynth demo at res (built-in, prepared on demand)"))
+        else:
+            values[name] = FORM.widget(name, col)
+    return values
 
 
-def _widget(name: str, container):
-    f, default = FIELDS[name], DEFAULTS[name]
-    help_ = f.metadata.get("help", "")
-    if name == "data":
-        sets = [""] + [str(p) for p in catalog.list_prepared()]
-        return container.selectbox(name, sets, key="cfg_data", help=help_, format_func=lambda p: (
-            catalog.describe(p) if p else "histosynth demo at res (built-in, prepared on demand)"))
-    if name == "res":
-        return container.selectbox(name, RES_CHOICES, index=RES_CHOICES.index(default), key="cfg_res",
-                                   help=help_)
-    if name == "family":
-        return container.selectbox(name, C.FAMILIES, key="cfg_family", help=help_, format_func=lambda v: (
-            v if v in C.IMPLEMENTED_FAMILIES else f"{v} (not implemented yet)"))
-    if f.metadata.get("choices"):
-        choices = list(f.metadata["choices"])
-        return container.selectbox(name, choices, index=choices.index(default), key=f"cfg_{name}",
-                                   help=help_)
-    if isinstance(default, bool):
-        return container.checkbox(name, value=default, key=f"cfg_{name}", help=help_)
-    if isinstance(default, (int, float)):
-        return _number(name, container)
-    return container.text_input(name, value=str(default), key=f"cfg_{name}", help=help_)
+def _estimate(values: dict, runs: list[jobs.RunStatus]) -> str:
+    try:
+        return jobs.estimate_text({k: values[k] for k in ("family", "res", "batch", "kimg")}, runs=runs)
+    except (C.ConfigError, ValueError, TypeError, KeyError):
+        return "no estimate for these values"
 
 
-def _form() -> None:
-    with st.expander("New run", expanded=not jobs.list_runs()):
+def _form(runs: list[jobs.RunStatus]) -> None:
+    with st.expander("New run", expanded=not runs):
+        values = _run_section(st)
+        st.caption(f":material/schedule: Estimated time: {_estimate(values, runs)}")
         with st.form("train_form"):
-            values: dict = {}
             for title, names in SECTIONS.items():
                 st.markdown(f"**{title}**")
-                cols = st.columns(min(len(names), 6 if title == "run" else 5))
-                for i, name in enumerate(names):
-                    values[name] = _widget(name, cols[i % len(cols)])
+                values.update(FORM.grid(names, st, 5))
             with st.expander("advanced"):
-                cols = st.columns(4)
-                for i, name in enumerate(ADVANCED):
-                    values[name] = _widget(name, cols[i % 4])
-            run_id = st.text_input("run_id", key="cfg_run_id", placeholder="<date>-<time>-<family>-<res>px",
-                                   help="name of the run directory (letters, digits, '.', '_', '-')")
-            submitted = st.form_submit_button("Start", type="primary")
+                values.update(FORM.grid(ADVANCED, st, 4))
+            run_id = st.text_input("run id · run_id", key="cfg_run_id",
+                                   placeholder="<date>-<time>-<family>-<res>px",
+                                   help="name of the run directory (letters, digits, '.', '_', '-'); "
+                                        "a display name can be given later (rename)")
+            submitted = st.form_submit_button("Start", type="primary", key="start")
         if submitted:
             try:
                 rid = jobs.start(values, run_id=run_id.strip() or None)
@@ -105,8 +89,10 @@ def _form() -> None:
             except FileExistsError:
                 st.error(f"run_id {run_id.strip()!r} already exists in {runs_root()}; choose another name")
                 return
+            # the new run becomes the selected one, shown at the top; the form folds away below
             st.session_state["train_run"] = rid
-            st.toast(f"Started {rid}")
+            st.session_state["train_flash"] = f"Started {rid}"
+            st.rerun()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,9 +105,10 @@ def _age(seconds: float | None) -> str:
 
 
 def _runs_table(ticking: bool) -> None:
-    """All runs; re-drawn every 5 s by st.fragment while any of them is alive."""
+    """All runs; re-drawn every 5 s by st.fragment while any of them is alive. `progress` is the same
+    engine text as the selected run's status line (jobs.progress)."""
     runs = jobs.list_runs()
-    rows = [{"run": s.run_id, "state": s.state, "step": s.step, "kimg": round(s.kimg, 3),
+    rows = [{"run": s.run_id, "name": s.name, "state": s.state, "progress": jobs.progress(s).text(),
              "started": time.strftime("%Y-%m-%d %H:%M", time.localtime((s.raw or {}).get("started_at") or 0)),
              "heartbeat": _age(s.heartbeat_age_s) if s.alive else "", "message": s.message} for s in runs]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="runs_table")
@@ -136,13 +123,19 @@ def _class_names(d: Path, cfg: dict) -> list[str]:
     return list((read_json(Path(cfg.get("data") or "-") / "dataset.json") or {}).get("class_names", []))
 
 
+ACTIVE_OR_DONE = ("running", "stopping", "stopped", "finished")
+
+
 def _status_line(s: jobs.RunStatus) -> None:
     state = "stopping" if s.stop_requested else s.state
     icon = {"running": ":green[:material/play_circle:]", "queued": ":orange[:material/hourglass_top:]",
             "stopping": ":orange[:material/pause_circle:]", "stopped": ":gray[:material/pause_circle:]",
             "finished": ":green[:material/check_circle:]", "failed": ":red[:material/error:]"}.get(state, "")
     hb = f" · heartbeat {_age(s.heartbeat_age_s)}" if s.alive and s.heartbeat_age_s is not None else ""
-    st.markdown(f"{icon} **{state}** · step {s.step} · {s.kimg:.3f} kimg{hb}"
+    p = jobs.progress(s)
+    if p.fraction is not None and s.state in ACTIVE_OR_DONE:
+        st.progress(p.fraction)
+    st.markdown(f"{icon} **{state}** · {p.text()}{hb}"
                 + (f"  \n{s.message}" if s.message and s.state != "failed" else ""))
     if s.stale:
         st.warning(f"No heartbeat for {_age(s.heartbeat_age_s)[:-4]}: the process exists but may be hung. "
@@ -172,10 +165,10 @@ def _live(run_id: str, ticking: bool) -> None:
     # read only what the trainer appended since the last tick (offset kept per run in session_state)
     tail = st.session_state.setdefault(f"metrics_{run_id}", {})
     df = curves.follow_metrics(d / "metrics_gan.csv", tail)
-    figs = curves.figures(df, cfg)
+    figs = curves.figures(df, cfg)  # only the curves this run uses: no empty slots
     cols = st.columns(3)
-    for i, name in enumerate(CURVES):
-        cols[i % 3].plotly_chart(figs[name], width="stretch", key=f"curve_{name}")
+    for i, (name, fig) in enumerate(figs.items()):
+        cols[i % 3].plotly_chart(fig, width="stretch", key=f"curve_{name}")
     grids = sorted((d / "samples").glob("step_*.png"))
     left, right = st.columns([3, 2])
     if grids:
@@ -186,16 +179,19 @@ def _live(run_id: str, ticking: bool) -> None:
                    caption=f"{grids[-1].stem.replace('_', ' ')} (G_ema, fixed seeds) · {rows}")
     else:
         left.caption("No sample grid yet.")
-    right.code(jobs.log_tail(d / "log.txt", lines=30) or "(empty log)", language=None)
+    # wrapped: trainer lines (config dumps, tracebacks) are longer than the column and were cut
+    right.code(jobs.log_tail(d / "log.txt", lines=30) or "(empty log)", language=None, wrap_lines=True)
 
 
 def _selected(runs: list[jobs.RunStatus]) -> None:
     ids = [s.run_id for s in runs]
+    titles = {s.run_id: s.title for s in runs}
     current = st.session_state.get("train_run")
-    rid = st.selectbox("run", ids, index=ids.index(current) if current in ids else 0)
+    rid = st.selectbox("run", ids, index=ids.index(current) if current in ids else 0,
+                       format_func=titles.get)
     st.session_state["train_run"] = rid
     s = next(x for x in runs if x.run_id == rid)
-    c1, c2, c3, _ = st.columns([1, 1, 1, 3])
+    c1, c2, c3, _ = st.columns([1, 1, 2, 2], vertical_alignment="bottom")
     if c1.button("Stop", key="stop", disabled=not s.alive, help="checkpoint, then stop"):
         jobs.stop(rid, wait=False)
         st.rerun()
@@ -203,7 +199,7 @@ def _selected(runs: list[jobs.RunStatus]) -> None:
     can_resume = not s.alive and bool(cfg)
     kimg = None
     if can_resume:  # keyed by the run's kimg: a widget made before config.json existed cannot linger
-        kimg = c3.number_input("kimg", min_value=0.001, value=float(cfg["kimg"]), format="%g",
+        kimg = c3.number_input(FORM.label("kimg"), min_value=0.001, value=float(cfg["kimg"]), format="%g",
                                key=f"resume_kimg_{rid}_{cfg['kimg']}",
                                help="training length on resume (raise it to extend a finished run)")
     if c2.button("Resume", key="resume", disabled=not can_resume, help="continue from the latest checkpoint"):
@@ -214,15 +210,59 @@ def _selected(runs: list[jobs.RunStatus]) -> None:
         else:
             st.rerun()
     st.fragment(_live, run_every=2 if s.alive else None)(rid, s.alive)
+    _manage(s)
 
 
-_form()
+def _manage(s: jobs.RunStatus) -> None:
+    """Rename (a display name; the id stays) and delete (two clicks; not while the run is alive)."""
+    rid = s.run_id
+    confirming = st.session_state.get("train_confirm_delete") == rid
+    with st.expander("Rename or delete this run", expanded=confirming):
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        name = c1.text_input("display name", value=s.name, key=f"rename_{rid}", max_chars=jobs.NAME_MAX,
+                             help=f"shown with the run id {rid}, which stays the run's directory name")
+        if c2.button("Rename", key="rename"):
+            try:
+                jobs.rename(rid, name)
+            except (ValueError, FileNotFoundError) as e:
+                st.error(str(e))
+            else:
+                st.rerun()
+        if not confirming:
+            if st.button("Delete run", key="delete", disabled=s.alive, icon=":material/delete:",
+                         help="stop the run first" if s.alive else "asks for confirmation"):
+                st.session_state["train_confirm_delete"] = rid
+                st.rerun()
+            if s.alive:
+                st.caption(f"A {s.state} run cannot be deleted: stop it first.")
+            return
+        st.warning(f"Delete run **{s.title}** with its checkpoints, sample grids, curves and evaluation "
+                   f"reports ({s.run_dir})? This cannot be undone.")
+        y, n, _ = st.columns([1, 1, 4])
+        if y.button("Yes, delete", key="delete_yes", type="primary"):
+            st.session_state.pop("train_confirm_delete", None)
+            try:
+                jobs.delete(rid)
+            except (RuntimeError, FileNotFoundError) as e:  # e.g. resumed from another tab meanwhile
+                st.error(str(e))
+                return
+            st.session_state.pop("train_run", None)
+            st.session_state["train_flash"] = f"Deleted {rid}"
+            st.rerun()
+        if n.button("Cancel", key="delete_no"):
+            st.session_state.pop("train_confirm_delete", None)
+            st.rerun()
+
+
 runs = jobs.list_runs()
-if not runs:
-    st.info(f"No runs yet in `{runs_root()}`. Start one with the form above, or from a shell: "
-            "`python -m engine jobs start --res 32 --kimg 2`.")
-else:
+if runs:
+    # the selected run (after Start: the new one) is the first thing on screen; the form below it
+    _selected(runs)
     st.subheader("Runs")
     alive = any(s.alive for s in runs)
     st.fragment(_runs_table, run_every=5 if alive else None)(alive)
-    _selected(runs)
+else:
+    st.info(f"No runs yet in `{runs_root()}`. Start one with the form below (the defaults train a small "
+            "demo generator on the built-in histosynth data), or from a shell: "
+            "`python -m engine jobs start --res 32 --kimg 2`.")
+_form(runs)

@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 # A metric that does not apply to a run (e.g. alpha without the domain head) is an empty column;
-# its figure then says so instead of drawing nothing.
+# `figures` leaves its figure out, and a figure built on its own says so instead of drawing nothing.
 NOT_APPLICABLE = "not used in this run"
 MAX_POINTS = 2000  # a figure redrawn every 2 s should stay light over the websocket
 
@@ -171,8 +171,12 @@ def fig_alpha(df: pd.DataFrame, alpha_max: float | None = None) -> go.Figure:
 
 
 def fig_lr(df: pd.DataFrame) -> go.Figure:
-    """G and D learning rates (cosine schedule), log scale."""
-    return _figure(df, "Learning rates", [("lr_g", "lr_g"), ("lr_d", "lr_d")], log_y=True)
+    """G and D learning rates (cosine schedule), log scale. Plotly's default log ticks read "2", "5",
+    "100µ" for 4e-4 and 7e-5; ticks at 1, 2 and 5 per decade in exponent form read `2e-4`, `5e-5`."""
+    fig = _figure(df, "Learning rates", [("lr_g", "lr_g"), ("lr_d", "lr_d")], log_y=True)
+    fig.update_yaxes(dtick="D2", tickformat=".0e", exponentformat="e", minor=dict(showgrid=False))
+    fig.update_traces(hovertemplate="%{y:.2e}")
+    return fig
 
 
 def fig_speed(df: pd.DataFrame) -> go.Figure:
@@ -188,10 +192,23 @@ def fig_ranges(df: pd.DataFrame) -> go.Figure:
 
 
 def figures(df: pd.DataFrame, config: dict | None = None) -> dict[str, go.Figure]:
-    """Every curve of a run, keyed by a stable name; `config` (the run's config.json) adds the
-    reference lines (ADA target, alpha gate thresholds, caps)."""
+    """The curves of a run that apply to it, keyed by a stable name, in display order; `config` (the
+    run's config.json) adds the reference lines (ADA target, alpha gate thresholds, caps).
+
+    A curve that does not apply takes no slot: the domain alpha when the run's config has the head off,
+    and, once rows exist, any figure all of whose columns are empty (ADA p with ADA off, pixel ranges of
+    a family that does not write them). Before the first row every curve is kept ("no rows yet")."""
     c = config or {}
     domain = bool(c.get("domain_head"))
+    figs = _all_figures(df, c, domain)
+    if config is not None and "domain_head" in c and not domain:
+        figs.pop("alpha")
+    if len(df):
+        figs = {k: f for k, f in figs.items() if f.data}
+    return figs
+
+
+def _all_figures(df: pd.DataFrame, c: dict, domain: bool) -> dict[str, go.Figure]:
     return {
         "losses": fig_losses(df),
         "acc": fig_acc(df, c.get("ada_target") if c.get("ada", True) else None,

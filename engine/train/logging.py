@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -105,7 +106,8 @@ class StatusWriter:
     PID reuse) and the heartbeat is fresh. `heartbeat` rewrites the file at most once per `every_s`.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, *, enabled: bool = True, every_s: float = 1.0):
+    def __init__(self, run_dir: str | os.PathLike, *, enabled: bool = True, every_s: float = 1.0,
+                 device: str = ""):
         self.path = Path(run_dir) / "status.json"
         self.enabled = enabled
         self.every_s = every_s
@@ -120,7 +122,10 @@ class StatusWriter:
         self.data: dict[str, Any] = {"state": "running", "pid": pid, "pgid": os.getpgid(pid),
                                      "create_time": create_time, "step": 0, "kimg": 0.0,
                                      "started_at": time.time(), "heartbeat_at": time.time(),
-                                     "message": ""}
+                                     "message": "",
+                                     # where the run's img/s was measured (engine.jobs.estimate uses only
+                                     # this machine's runs; runs roots may be shared between machines)
+                                     "host": socket.gethostname(), "device": device}
 
     def set(self, state: str | None = None, *, message: str | None = None, step: int | None = None,
             kimg: float | None = None) -> None:

@@ -23,7 +23,7 @@ import torch
 
 from engine import config as C
 from engine.config import ConfigError, TrainConfig
-from engine.train import dist
+from engine.train import dist, schedule
 from engine.train.checkpoint import export_generator, load_checkpoint, save_checkpoint
 from engine.train.data import Batches, load_training_data
 from engine.train.grid import save_grid
@@ -135,7 +135,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             (run_dir / "stop").unlink(missing_ok=True)  # the stop that ended the previous session
-    status = StatusWriter(run_dir, enabled=main)
+    status = StatusWriter(run_dir, enabled=main, device=device.type)
     stop = StopRequest(run_dir)
     try:
         status.set("running", message="starting")
@@ -177,8 +177,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
               f"{device} (amp {amp_dtype}) -> {run_dir}", flush=True)
 
         def every(kimg_interval: float) -> bool:  # did this step cross a multiple of the interval?
-            n = max(1, round(kimg_interval * 1000))
-            return (step * cfg.batch) // n != ((step - 1) * cfg.batch) // n
+            return schedule.crossed(step, cfg.batch, kimg_interval)
+
+        grid_kimg = schedule.sample_interval_kimg(cfg.sample_kimg, cfg.kimg)  # >= 10 grids per run
 
         def snapshot() -> None:
             if main:
@@ -223,7 +224,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
                     print(f"step {step:>7d} kimg {kimg:8.3f}  d {row.get('d_loss', 0):.4f}  "
                           f"g {row.get('g_loss', 0):.4f}  acc {row.get('acc', 0):.3f}  "
                           f"p {T.ada.p:.3f}  {row['img_per_s']:.1f} img/s", flush=True)
-            if main and (every(cfg.sample_kimg) or step == total_steps):
+            if main and (every(grid_kimg) or step == total_steps):
                 save_grid(T.G_ema, run_dir / "samples" / f"step_{step:08d}.png", T.num_classes,
                           cfg.grid_per_class, seed=cfg.seed)
             if want_stop and step < total_steps:

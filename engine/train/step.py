@@ -19,6 +19,7 @@ from engine.config import ConfigError, TrainConfig
 from engine.train import dist
 from engine.train.checkpoint import rng_state, set_rng_state
 from engine.train.ema import ema_decay, make_ema, update_ema
+from engine.train.schedule import total_steps
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
@@ -78,7 +79,7 @@ class GanTrainer:
         self.d_params = [p for p in self.D.parameters() if p.requires_grad]
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, fused=fused)
         self.opt_d = torch.optim.Adam(self.d_params, lr=cfg.lr_d, betas=betas, fused=fused)
-        self.total_steps = max(1, math.ceil(cfg.kimg * 1000 / cfg.batch))
+        self.total_steps = total_steps(cfg.kimg, cfg.batch)
         lr_fn = cosine_lr(self.total_steps, cfg.lr_min_frac)
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, lr_fn)
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, lr_fn)

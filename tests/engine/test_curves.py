@@ -79,7 +79,8 @@ def test_figures(csv_path):
     df, _ = curves.read_metrics(path)
     cfg = {"ada": True, "ada_target": 0.6, "ada_p_max": 0.8, "domain_head": False}
     figs = curves.figures(df, cfg)
-    assert set(figs) == {"losses", "acc", "ada_p", "alpha", "lr", "speed", "ranges"}
+    # no slot for what the run does not use: alpha (domain head off), pixel ranges (empty columns)
+    assert list(figs) == ["losses", "acc", "ada_p", "lr", "speed"]
 
     losses = figs["losses"].to_dict()
     names = [t["name"] for t in losses["data"]]
@@ -93,11 +94,13 @@ def test_figures(csv_path):
     shapes = acc["layout"]["shapes"]
     assert len(shapes) == 1 and shapes[0]["y0"] == shapes[0]["y1"] == 0.6  # the ADA target line
 
-    alpha = figs["alpha"].to_dict()  # domain head off: empty column -> a note, no trace
+    alpha = curves.fig_alpha(df).to_dict()  # built on its own, an empty column gives a note, no trace
     assert not alpha["data"]
     assert alpha["layout"]["annotations"][0]["text"] == curves.NOT_APPLICABLE
 
-    assert figs["lr"].to_dict()["layout"]["yaxis"]["type"] == "log"
+    lr_axis = figs["lr"].to_dict()["layout"]["yaxis"]
+    assert lr_axis["type"] == "log"
+    assert (lr_axis["tickformat"], lr_axis["dtick"]) == (".0e", "D2")  # `2e-4`, not "2" / "100µ"
     assert list(figs["speed"].to_dict()["data"][0]["y"]) == [101.0, 102.0, 103.0]
     assert list(figs["ada_p"].to_dict()["data"][0]["y"]) == pytest.approx([0.01, 0.02, 0.03])
 
@@ -116,5 +119,18 @@ def test_figures_domain_head_lines():
 
 def test_figures_empty_frame():
     figs = curves.figures(pd.DataFrame(), {})
+    assert len(figs) == 7  # before the first row nothing is known to be unused
     assert all(not f.to_dict()["data"] for f in figs.values())
     assert figs["losses"].to_dict()["layout"]["annotations"][0]["text"] == "no rows yet"
+    # but a config with the domain head off already says alpha will never be drawn
+    assert "alpha" not in curves.figures(pd.DataFrame(), {"domain_head": False})
+
+
+def test_unused_curves_take_no_slot(csv_path):
+    _, path = csv_path
+    df, _ = curves.read_metrics(path)
+    df["ada_p"] = float("nan")  # ADA off: an all-empty column
+    figs = curves.figures(df, {"ada": False, "domain_head": False})
+    assert "ada_p" not in figs and "alpha" not in figs and "ranges" not in figs
+    df["alpha"] = 0.1
+    assert "alpha" in curves.figures(df, {"domain_head": True})

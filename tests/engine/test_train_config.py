@@ -12,6 +12,7 @@ def test_defaults_are_valid_and_documented():
     cfg = C.validate(TrainConfig())
     for f in dataclasses.fields(cfg):
         assert f.metadata.get("help"), f"field {f.name} has no help text"
+        assert f.metadata.get("label"), f"field {f.name} has no label"  # what a form shows beside the name
     # the spec's defaults, in one place
     assert (cfg.lr_g, cfg.lr_d, cfg.beta1, cfg.beta2) == (4e-4, 7e-5, 0.0, 0.99)
     assert (cfg.r1_gamma, cfg.r1_every, cfg.drift, cfg.clamp, cfg.mixing_prob) == (15.0, 8, 1e-3, 0.9, 0.9)
@@ -21,8 +22,9 @@ def test_defaults_are_valid_and_documented():
 
 @pytest.mark.parametrize("field,value,needle", [
     ("r1_gamma", -1, "between 0.0 and inf"),
-    ("res", 4, "between 8 and 256"),
-    ("res", 48, "power of two"),
+    ("res", 4, "one of: 8, 16, 32, 64, 128, 256"),
+    ("res", 48, "one of: 8, 16, 32, 64, 128, 256"),
+    ("res", 512, "one of: 8, 16, 32, 64, 128, 256"),  # the generator stops at 256 (it used to pass here)
     ("loss", "hinge", "one of: logistic, bce"),
     ("family", "ddpm", "not implemented yet; implemented: stylegan2"),
     ("batch", 6, "multiple of 'mbstd_group'"),
@@ -68,3 +70,17 @@ def test_unknown_key_in_config_file_is_an_error(tmp_path, capsys):
     f.write_text(json.dumps({"r1_gama": 1}))
     assert cli(["train", "--config", str(f), "--dry-run"]) == 2
     assert "r1_gama" in capsys.readouterr().err
+
+
+def test_labels_and_offered_values():
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert C.field_label(fields["lr_g"]) == "G learning rate · lr_g"  # phrase beside the one name
+    labels = [f.metadata["label"] for f in fields.values()]
+    assert len(set(labels)) == len(labels)  # two fields never read the same
+    assert C.offered(fields["res"]) == C.RES_CHOICES == (8, 16, 32, 64, 128, 256)
+    assert C.offered(fields["family"]) == C.IMPLEMENTED_FAMILIES  # only families that run
+    assert C.offered(fields["loss"]) == ("logistic", "bce") and C.offered(fields["batch"]) is None
+    for res in C.RES_CHOICES:  # every size a form offers builds a generator
+        from engine.models.stylegan2 import _check_res
+
+        _check_res(res)

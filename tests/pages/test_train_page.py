@@ -1,4 +1,5 @@
 """AppTest: the Train page with an empty runs root, with a finished tiny run, and its form."""
+import dataclasses
 import json
 
 import pytest
@@ -6,6 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.pages.apptest import open_app
 
+from engine import config as C
 from engine import jobs
 from engine.utils import runs_root
 
@@ -27,8 +29,19 @@ def test_empty_runs_root(monkeypatch):
     assert at.number_input(key="cfg_lr_d").value == pytest.approx(7e-5)
     assert at.selectbox(key="cfg_res").value == 64
     assert at.checkbox(key="cfg_ada").value is True
-    assert at.number_input(key="cfg_z_dim").label == "z_dim"  # under "advanced"
+    # a phrase a researcher reads with the field's one name beside it
+    assert at.number_input(key="cfg_z_dim").label == "latent z size · z_dim"  # under "advanced"
+    assert at.number_input(key="cfg_lr_g").label == "G learning rate · lr_g"
+    for f in dataclasses.fields(C.TrainConfig):
+        if f.name != "run_dir":  # the run id field stands for it
+            w = next(w for kind in ("number_input", "selectbox", "checkbox", "text_input")
+                     for w in getattr(at, kind) if w.key == f"cfg_{f.name}")
+            assert w.label == f"{f.metadata['label']} · {f.name}"
     assert at.selectbox(key="cfg_data").value == ""  # histosynth demo when nothing is prepared
+    # only what the engine accepts / what runs (the picker offered 512 and 1024 px, and unimplemented families)
+    assert at.selectbox(key="cfg_res").options == ["8", "16", "32", "64", "128", "256"]
+    assert at.selectbox(key="cfg_family").options == ["stylegan2"]
+    assert any("Estimated time: no measurement yet" in c.value for c in at.caption)
     assert not at.get("plotly_chart")
 
 
@@ -45,7 +58,7 @@ def test_form_shows_config_error_and_starts_valid_config(monkeypatch):
     monkeypatch.setattr(jobs, "start", fake_start)
     at = _train_page(monkeypatch)
     at.number_input(key="cfg_alpha_off").set_value(0.9)  # above alpha_on: a cross-field rule
-    at.button[0].click()  # the form's Start button
+    at.button(key="start").click()  # the form's Start button
     at.run()
     assert not at.exception, at.exception
     assert any("alpha_off" in e.value for e in at.error) and not started
@@ -54,7 +67,7 @@ def test_form_shows_config_error_and_starts_valid_config(monkeypatch):
     at.selectbox(key="cfg_res").set_value(16)
     at.number_input(key="cfg_kimg").set_value(0.5)
     at.text_input(key="cfg_run_id").input("mine")
-    at.button[0].click()
+    at.button(key="start").click()
     at.run()
     assert not at.exception, at.exception
     assert not at.error
@@ -70,19 +83,27 @@ def test_finished_run(monkeypatch):
     table = at.dataframe[0].value
     assert list(table["run"]) == ["tiny"] and list(table["state"]) == ["finished"]
     charts = at.get("plotly_chart")
-    assert len(charts) == 7  # losses, acc, ada_p, alpha, lr, speed, ranges
-    losses = json.loads(charts[0].proto.spec)
+    specs = [json.loads(c.proto.spec) for c in charts]
+    # no slot for unused curves: alpha (domain head off) and pixel ranges (not in this CSV)
+    by_title = {f["layout"]["title"]["text"]: f for f in specs}
+    assert sorted(by_title) == sorted(["Losses", "D accuracy on reals", "ADA p", "Learning rates", "Speed"])
+    losses = by_title["Losses"]
     assert [t["name"] for t in losses["data"]] == ["d_loss", "g_loss"]
     assert len(losses["data"][0]["y"]) == 8  # every CSV row
+    assert by_title["Learning rates"]["layout"]["yaxis"]["tickformat"] == ".0e"  # readable ticks
     imgs = at.get("image")
     assert len(imgs) == 1  # the latest per-class sample grid, rows named by class
     caption = imgs[0].proto.imgs[0].caption
     assert "step 00000008" in caption and "row 9: TUM" in caption
     assert imgs[0].proto.imgs[0].url.endswith(".png")  # no JPEG artefacts on tissue
-    assert any("finished: 8 steps" in c.value for c in at.code)  # the log tail
+    log = next(c for c in at.code if "finished: 8 steps" in c.value)  # the log tail
+    assert log.proto.wrap_lines  # long lines wrap instead of being cut
     stop, resume = at.button(key="stop"), at.button(key="resume")
     assert stop.disabled and not resume.disabled
-    assert any("finished" in m.value and "step 8" in m.value for m in at.markdown)
+    # progress against the target, the same text in the status line and the runs table
+    line = "step 8 / 8 · 0.032 / 0.032 kimg"
+    assert any("finished" in m.value and line in m.value for m in at.markdown)
+    assert list(table["progress"]) == [line]
     assert (d / "status.json").is_file()
 
 
@@ -130,3 +151,84 @@ def test_stop_and_resume_buttons_call_the_engine(monkeypatch):
     at.button(key="stop").click()
     at.run()
     assert calls[-1] == ("stop", "live", False)  # non-blocking: later status() calls escalate
+
+
+def test_start_selects_the_new_run_above_a_folded_form(monkeypatch):
+    from tests.fixtures_runs import make_tiny_run
+
+    make_tiny_run(runs_root(), run_id="old")
+
+    def fake_start(config, run_id=None, root=None):
+        C.from_dict(C.TrainConfig, config)
+        make_tiny_run(runs_root(), run_id="new")  # what the trainer leaves behind, in a blink
+        return "new"
+
+    monkeypatch.setattr(jobs, "start", fake_start)
+    at = _train_page(monkeypatch)
+    assert at.selectbox(key="cfg_res").value == 64  # the form exists (folded: there are runs)
+    form = next(e for e in at.expander if e.label == "New run")
+    assert not form.proto.expanded
+    at.button(key="start").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["train_run"] == "new"
+    run_picker = at.selectbox[0]  # the first widget on the page: the run, now the new one
+    assert run_picker.label == "run" and run_picker.value == "new"
+    labels = [e.label for e in at.expander]
+    form = next(e for e in at.expander if e.label == "New run")
+    assert not form.proto.expanded and labels.index("New run") > labels.index("Rename or delete this run")
+
+
+def test_estimate_follows_the_run_fields(monkeypatch):
+    from tests.fixtures_runs import make_tiny_run
+
+    make_tiny_run(runs_root(), run_id="measured")  # 16 px, batch 4, 100 img/s in its CSV
+    at = _train_page(monkeypatch)
+    assert any("Estimated time: no measurement yet" in c.value for c in at.caption)  # 64 px by default
+    at.selectbox(key="cfg_res").set_value(16)
+    at.number_input(key="cfg_batch").set_value(4)
+    at.number_input(key="cfg_kimg").set_value(6.0)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Estimated time: about 1 min (100 img/s measured here by run measured" in c.value
+               for c in at.caption)
+
+
+def test_rename_and_delete_with_confirmation(monkeypatch):
+    import psutil
+
+    from tests.fixtures_runs import make_tiny_run
+
+    d = make_tiny_run(runs_root(), run_id="done")
+    at = _train_page(monkeypatch)
+    at.text_input(key="rename_done").input("first try")
+    at.button(key="rename").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert jobs.status("done").name == "first try" and d.is_dir()
+    assert at.selectbox[0].format_func("done") == "first try (done)"
+    assert list(at.dataframe[0].value["name"]) == ["first try"]
+
+    at.button(key="delete").click()  # first click only asks
+    at.run()
+    assert d.is_dir() and any("cannot be undone" in w.value for w in at.warning)
+    at.button(key="delete_no").click()
+    at.run()
+    assert d.is_dir() and not at.warning
+    at.button(key="delete").click()
+    at.run()
+    at.button(key="delete_yes").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert not d.exists() and any("No runs yet" in i.value for i in at.info)
+
+    # a live run: the button is disabled and says why; the engine refuses too
+    live = make_tiny_run(runs_root(), run_id="live", state="running")
+    st = json.loads((live / "status.json").read_text())
+    st.update(pid=psutil.Process().pid, create_time=psutil.Process().create_time())
+    (live / "status.json").write_text(json.dumps(st))
+    at.run()
+    assert at.button(key="delete").disabled
+    assert any("cannot be deleted: stop it first" in c.value for c in at.caption)
+    with pytest.raises(RuntimeError, match="stop it before deleting"):
+        jobs.delete("live")
