@@ -6,9 +6,12 @@ import os
 import streamlit as st
 
 import ui_cache
+import ui_nav
 from engine.utils import data_root, device_label, runs_root
 
-st.set_page_config(page_title="HistoGen Lab", page_icon=":material/biotech:", layout="wide")
+# A local PNG: a `:material/...:` page icon makes the browser fetch the favicon from fonts.gstatic.com
+# (an emoji one from a CDN), and the lab makes no request to any host but its own.
+st.set_page_config(page_title="HistoGen Lab", page_icon=str(ui_nav.FAVICON), layout="wide")
 
 
 @st.cache_resource(show_spinner=False)
@@ -22,27 +25,23 @@ def _device() -> str:
     return device_label()
 
 
-@st.cache_resource(show_spinner="Preparing the built-in demo data set (histosynth, 64 px)...")
-def _ensure_demo(root: str) -> str:
+@st.cache_resource(show_spinner="Preparing the built-in demo data set (histosynth)...")
+def _ensure_demo(root: str, demo: ui_nav.DemoSettings) -> str:
     # The lab must do its main job on a fresh machine with no download: the first start makes the
     # synthetic demo set (a few seconds) so every page has data to work on.
     from engine.data.dataset import ensure_demo
+    from engine.metrics.classifier_jobs import ensure_classifier
 
-    return str(ensure_demo(size=64, per_class=200, seed=0))
+    out = ensure_demo(size=demo.size, per_class=demo.per_class, seed=demo.seed)
+    ensure_classifier(out)  # its domain classifier, in the background (minutes): Evaluate needs it
+    return str(out)
 
 
-pages = [
-    st.Page("pages/data.py", title="Data", icon=":material/dataset:", url_path="data", default=True),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
-    st.Page("pages/samples.py", title="Samples", icon=":material/photo_library:", url_path="samples"),
-    st.Page("pages/style_mixing.py", title="Style mixing", icon=":material/tune:", url_path="style_mixing"),
-    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:", url_path="evaluate"),
-]
-pg = st.navigation(pages)  # before anything slow, so the navigation is right from the first run
+pg = st.navigation(ui_nav.st_pages())  # before anything slow, so the navigation is right from the first run
 
 if os.environ.get("HISTOGEN_AUTO_DEMO", "1") != "0":
     try:
-        _ensure_demo(str(data_root()))
+        _ensure_demo(str(data_root()), ui_nav.demo_settings())
     except Exception as e:  # the Data page still works and shows how to prepare data by hand
         st.warning(f"Could not prepare the demo data set: {e}")
 

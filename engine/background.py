@@ -164,3 +164,27 @@ def last_line(tail: str) -> str:
     """The last line a job printed, or "no output" when it printed nothing since its launch."""
     last = tail.strip().splitlines()[-1] if tail.strip() else ""
     return "no output" if not last or last.startswith(LAUNCH_MARK) else last
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress for people
+
+def eta_s(fraction: float, started_at: float | None, now: float | None = None) -> float | None:
+    """Seconds left by linear extrapolation of the elapsed time; None until it means something (2 %
+    done and 3 s elapsed: the first moments are start-up, not progress)."""
+    if not started_at or fraction is None:
+        return None
+    elapsed = (now or time.time()) - float(started_at)
+    if fraction < 0.02 or elapsed < 3 or fraction >= 1:
+        return None
+    return elapsed * (1 - fraction) / fraction
+
+
+def progress_text(fraction: float, started_at: float | None, message: str = "", now: float | None = None) -> str:
+    """`40 % · ETA 2 min · message`: how the pages label a job's progress bar."""
+    from engine.jobs import duration_text
+
+    eta = eta_s(fraction, started_at, now)
+    parts = [f"{100 * max(0.0, min(1.0, fraction or 0.0)):.0f} %"]
+    parts += [f"ETA {duration_text(eta)}"] if eta is not None else []
+    return " · ".join(parts + ([message] if message else []))

@@ -1,4 +1,5 @@
-"""Data page: choose or prepare a data set; counts per class and split, rejects, preview, stain stats."""
+"""Data page: choose or prepare a data set; its domain classifier (state, training job); counts per class and
+split, rejects, preview, stain stats."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +8,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui_cache
+import ui_nav
 from engine.config import ConfigError, PrepareConfig, from_dict
 from engine.data import catalog
+from engine import background as bg
 from engine.data import jobs as data_jobs
+from engine.metrics import classifier_jobs
 from engine.data.classes import class_descriptions
 from engine.utils import data_root
 
@@ -52,7 +56,9 @@ def _prepare_form() -> None:
             st.error(str(e))
             return
         _watched().append(job)
-        st.toast(f"Preparing {out.name} in the background (job {job})")
+        # Its domain classifier waits behind it (Evaluate's `domain` space and the GAN's domain head need it).
+        classifier_jobs.ensure_classifier(out, after_job=job)
+        st.toast(f"Preparing {out.name} in the background (job {job}); its domain classifier follows")
 
 
 def _watched() -> list[str]:
@@ -102,6 +108,46 @@ def _ended_badly() -> None:
         st.info(f"Preparation of `{Path(j.out).name}` stopped at {j.done}/{j.total}; no data set was written.")
 
 
+def _classifier(data_dir: str, ticking: bool) -> None:
+    """The data set's domain classifier: missing / queued / training (progress) / ready (held-out
+    accuracy) / failed (message); "Train classifier" or "Stop". Re-run every 2 s while a job runs."""
+    s = classifier_jobs.classifier_status(data_dir)
+    busy = s.state in ("queued", "training")
+    if ticking and not busy:
+        st.rerun()  # it ended: redraw the page (and stop this timer)
+    c1, c2 = st.columns([5, 1], vertical_alignment="bottom")
+    if s.state == "training":
+        c1.progress(s.fraction, text=f"Domain classifier: training · step {s.done} / {s.total} · "
+                                     + bg.progress_text(s.fraction, s.started_at, s.message))
+    elif s.state == "queued":
+        c1.progress(0.0, text=f"Domain classifier: queued · {s.message}")
+    elif s.state == "ready":
+        acc = "n/a (empty val split)" if s.val_acc is None else f"{s.val_acc:.1%}"
+        c1.success(f"Domain classifier: ready · held-out accuracy {acc} on {s.val_n} `val` patches "
+                   f"({s.arch}) · `{s.path}`")
+    elif s.state in ("failed", "stopped"):
+        (c1.error if s.state == "failed" else c1.warning)(f"Domain classifier: {s.state} · {s.message}")
+        if s.log_tail:
+            with c1.expander("log"):
+                st.code(s.log_tail, language=None)
+    else:
+        c1.info("Domain classifier: missing · Evaluate's `domain` feature space and the GAN's domain head "
+                "need it (a few minutes on a CPU, in the background)")
+    if busy:
+        if c2.button("Stop", key="clf_stop", help="no classifier file is written"):
+            classifier_jobs.stop_classifier(s.job_id)
+            st.rerun()
+    elif c2.button("Train classifier", key="clf_train", type="primary" if s.state != "ready" else "secondary",
+                   help="python -m engine train-classifier --data " + data_dir
+                        + (" (replaces the current one)" if s.state == "ready" else "")):
+        try:
+            classifier_jobs.start_classifier(data_dir)
+        except (ConfigError, FileNotFoundError) as e:
+            st.error(str(e))
+            return
+        st.rerun()
+
+
 def _show(path: Path) -> None:
     from engine.data.dataset import load_prepared
 
@@ -121,6 +167,8 @@ def _show(path: Path) -> None:
     st.caption(f"source `{info.get('source')}` · seed {info.get('seed')} · stain normalisation "
                f"{(info.get('stain_norm') or {}).get('method', 'none') if isinstance(info.get('stain_norm'), dict) else info.get('stain_norm', 'none')}"
                f" · `{path}`")
+    training = classifier_jobs.classifier_status(path).state in ("queued", "training")
+    st.fragment(_classifier, run_every=2 if training else None)(str(path), training)
 
     counts = catalog.counts_table(info)
     left, right = st.columns([2, 3])
@@ -185,3 +233,4 @@ else:
     chosen = st.selectbox("data set", names, index=index, format_func=catalog.describe)
     st.session_state["data_dir"] = chosen
     _show(Path(chosen))
+ui_nav.next_step("pages/train.py", "train a generator on this data set")

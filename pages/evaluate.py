@@ -9,10 +9,14 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.subplots import make_subplots
 
 import ui_cache
+import ui_nav
+from engine import background as bg
 from engine import jobs, sampling
 from engine.config import ConfigError
+from engine.metrics import classifier_jobs
 from engine.metrics import jobs as eval_jobs
 from engine.metrics import report as R
 from engine.metrics.registry import list_metrics
@@ -43,16 +47,58 @@ def bars(df: pd.DataFrame, cols: list[tuple[str, str | None, str]], title: str, 
     return fig
 
 
+# One panel per metric, each with its own y axis: (panel title, [(column, std column or None, legend name)]).
+HISTORY_PANELS = (
+    ("FID", [("fid", None, "FID")]),
+    ("KID (± std over subsets)", [("kid", "kid_std", "KID")]),
+    ("precision / recall", [("precision", None, "precision"), ("recall", None, "recall")]),
+    ("IS", [("is", "is_std", "IS")]),
+    ("downstream accuracy", [("acc_real", None, "trained on real"), ("acc_synthetic", None, "trained on synthetic"),
+                             ("acc_real+synthetic", None, "trained on real+synthetic")]),
+    ("feature diversity", [("diversity_generated", None, "diversity generated"),
+                           ("diversity_real", None, "diversity real")]),
+    ("memorised fraction", [("memorised_fraction", None, "memorised")]),
+)
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "cross")
+
+
+def _spread(steps: pd.Series, trace: int, traces: int, gap: float) -> list[float]:
+    """x positions that keep markers apart: the traces of one panel side by side around their step, and
+    reports of one step within a trace beside each other (the hover says the true step). Everything stays
+    within 30 % of the smallest gap between steps, centred on the step."""
+    width = 0.3 * gap
+    slot = width / max(traces, 1)
+    count = steps.groupby(steps).transform("size")
+    rank = steps.groupby(steps).cumcount()
+    dup = slot / max(int(count.max()), 1) if len(steps) else 0.0
+    base = (trace - (traces - 1) / 2) * slot
+    return [float(s) + base + (r - (c - 1) / 2) * dup for s, r, c in zip(steps, rank, count)]
+
+
 def history_figure(hist: pd.DataFrame) -> go.Figure:
-    fig = go.Figure()
-    if "fid" in hist and hist["fid"].notna().any():
-        fig.add_scatter(x=hist["step"], y=hist["fid"], mode="lines+markers", name="FID")
-    if "kid" in hist and hist["kid"].notna().any():
-        fig.add_scatter(x=hist["step"], y=hist["kid"], mode="lines+markers", name="KID", yaxis="y2",
-                        error_y=dict(type="data", array=hist["kid_std"].tolist(), visible=True))
-    fig.update_layout(title="FID and KID over training", xaxis_title="step", yaxis_title="FID",
-                      yaxis2=dict(title="KID", overlaying="y", side="right"), height=340,
-                      margin=dict(t=40, b=10), uirevision="history")
+    """Metrics over training steps: one subplot per metric with its own y axis, integer steps on x,
+    the legend outside the plot area, distinct marker symbols and a small x offset per trace."""
+    panels = [(t, [c for c in cols if c[0] in hist and hist[c[0]].notna().any()]) for t, cols in HISTORY_PANELS]
+    panels = [(t, cols) for t, cols in panels if cols]
+    steps = sorted(int(s) for s in hist["step"].dropna().unique())
+    gap = float(min(b - a for a, b in zip(steps, steps[1:]))) if len(steps) > 1 else 1.0
+    fig = make_subplots(rows=max(1, len(panels)), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=[t for t, _ in panels])
+    k = 0
+    for row, (_, cols) in enumerate(panels, start=1):
+        for i, (col, err, name) in enumerate(cols):
+            e = dict(type="data", array=hist[err].tolist(), visible=True) if err and err in hist else None
+            fig.add_scatter(x=_spread(hist["step"], i, len(cols), gap), y=hist[col], mode="lines+markers",
+                            name=name, error_y=e, marker=dict(symbol=SYMBOLS[k % len(SYMBOLS)], size=9),
+                            customdata=hist["step"], hovertemplate=f"{name}: %{{y:.4g}}<br>step %{{customdata}}"
+                                                                   "<extra></extra>", row=row, col=1)
+            k += 1
+    ticks = dict(tickmode="array", tickvals=steps) if len(steps) <= 12 else dict(tickformat="d")
+    fig.update_xaxes(**ticks)
+    fig.update_xaxes(title_text="step", row=max(1, len(panels)), col=1)
+    fig.update_layout(title="Over training", height=80 + 200 * max(1, len(panels)), showlegend=True,
+                      legend=dict(x=1.02, xanchor="left", y=1, yanchor="top"),
+                      margin=dict(t=60, b=10, r=10), uirevision="history")
     return fig
 
 
@@ -84,30 +130,67 @@ def upscale(img: np.ndarray, min_px: int = 96) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Start, progress
 
+def _needs(needs: eval_jobs.EvalNeeds) -> None:
+    """What is missing before an evaluation can start, and the one click that fixes it."""
+    for msg in needs.missing:
+        st.warning(f"Cannot start an evaluation yet: {msg}.")
+    if not needs.checkpoint:
+        st.page_link("pages/train.py", label="Train this run on the Train page", icon=":material/model_training:")
+    elif not needs.data_ready:
+        st.page_link("pages/data.py", label="Prepare the data set on the Data page", icon=":material/dataset:")
+    elif needs.features == "domain" and not needs.ready:
+        c = needs.classifier
+        if c.state in ("queued", "training"):
+            st.fragment(_classifier_progress, run_every=2)(needs.data_dir)
+        elif needs.classifier_file == c.path:  # the data set's own file: train it here, in the background
+            if c.state in ("failed", "stopped"):
+                st.error(f"The last training of this classifier {c.state}: {c.message}")
+            if st.button("Train classifier", type="primary", key="eval_train_classifier",
+                         help=f"python -m engine train-classifier --data {needs.data_dir} (a background job; "
+                              "a few minutes on a CPU)"):
+                try:
+                    classifier_jobs.start_classifier(needs.data_dir)
+                except (ConfigError, FileNotFoundError) as e:
+                    st.error(str(e))
+                    return
+                st.rerun()
+
+
+def _classifier_progress(data_dir: str) -> None:
+    """The classifier job's progress, every 2 s; a full rerun once it has ended (the form then opens)."""
+    c = classifier_jobs.classifier_status(data_dir)
+    if c.state not in ("queued", "training"):
+        st.rerun()
+    text = (f"Domain classifier: training · step {c.done} / {c.total} · "
+            + bg.progress_text(c.fraction, c.started_at, c.message)) if c.state == "training" else \
+        f"Domain classifier: queued · {c.message}"
+    st.progress(c.fraction, text=text)
+
+
 def _start_form(run, entries: list[dict]) -> None:
     cfg = read_json(Path(run.run_dir) / "config.json") or {}
-    with st.expander("New evaluation", expanded=not R.list_reports(run.run_dir)):
-        from engine.data.dataset import default_demo_dir
-        from engine.metrics.classifier import missing_message
-
-        clf = Path(cfg.get("data") or default_demo_dir(int(cfg.get("res", 64)))) / "classifier.pt"
-        if not clf.is_file():  # say it before the job fails on it
-            st.warning("The `domain` feature space needs this run's classifier: "
-                       + missing_message(clf, "domain classifier"))
+    space_now = st.session_state.get("eval_features", SPACES[0])
+    weights_now = (st.session_state.get("eval_weights") or "").strip()
+    needs = eval_jobs.eval_needs(run.run_id, "timm" if space_now.startswith("timm") else space_now,
+                                 classifier=weights_now if space_now == "domain" else "")
+    with st.expander("New evaluation", expanded=not R.list_reports(run.run_dir) or not needs.ready):
+        # Outside the form: the feature space decides what the evaluation needs (a form reruns only on submit).
+        c1, c2 = st.columns(2)
+        space = c1.selectbox("features", SPACES, key="eval_features",
+                             help="domain: the lab's own classifier (offline); inception: the standard FID "
+                                  "network (local weights file); timm:<name>: a local backbone")
+        weights = c2.text_input("feature weights", "", key="eval_weights",
+                                help="domain: classifier file (empty = <data>/classifier.pt); inception: the "
+                                     "weights file (empty = torch hub cache); timm: the local checkpoint")
+        _needs(needs)
         with st.form("eval_start"):
-            c1, c2 = st.columns(2)
             labels = ["latest (export of a finished run, else the newest checkpoint)"] + [e["label"] for e in entries]
-            ck = c1.selectbox("checkpoint", labels)
-            space = c2.selectbox("features", SPACES, help="domain: the lab's own classifier (offline); inception: "
-                                 "the standard FID network (local weights file); timm:<name>: a local backbone")
+            ck = st.selectbox("checkpoint", labels)
             metrics = st.multiselect("metrics", list_metrics(), default=["fid", "kid", "pr"], help=METRIC_HELP)
             c3, c4, c5 = st.columns(3)
             n = c3.number_input("n", 2, 10_000_000, 2000, help="generated patches in total, evenly per class")
             per_class = c4.checkbox("per_class", True, help="FID/KID/PR per class too")
             timm_name = c5.text_input("timm model", "", help="for timm:<name>, e.g. vit_small_patch16_224")
-            weights = st.text_input("feature weights", "", help="domain: classifier file (empty = <data>/"
-                                    "classifier.pt); inception: the weights file (empty = torch hub cache); "
-                                    "timm: the local checkpoint")
             with st.expander("advanced"):
                 a1, a2, a3 = st.columns(3)
                 n_real = a1.number_input("n_real", 0, 10_000_000, 0, help="real patches per split (0 = n)")
@@ -118,7 +201,8 @@ def _start_form(run, entries: list[dict]) -> None:
                 device = a3.text_input("device", "auto")
                 lpips_weights = st.text_input("lpips_weights", "", help="torchvision AlexNet weights file "
                                               "(empty = torch hub cache)")
-            go_ = st.form_submit_button("Start evaluation", type="primary")
+            go_ = st.form_submit_button("Start evaluation", type="primary", disabled=not needs.ready,
+                                        help=None if needs.ready else "see above for what is missing")
     if not go_:
         return
     feat = f"timm:{timm_name.strip()}" if space.startswith("timm") else space
@@ -135,7 +219,7 @@ def _start_form(run, entries: list[dict]) -> None:
     except (ConfigError, FileNotFoundError, ValueError) as e:
         st.error(str(e))
         return
-    st.toast(f"Evaluation {job} started")
+    st.toast(f"Evaluation {job} started")  # its progress bar follows below (the job is active by now)
 
 
 def _progress(run_id: str, ticking: bool) -> None:
@@ -145,7 +229,9 @@ def _progress(run_id: str, ticking: bool) -> None:
         st.rerun()  # it ended: a full rerun shows the new report and stops this timer
     if job is None:
         return
-    st.progress(min(1.0, float(job.get("progress") or 0.0)), text=f"Evaluation {job['job']}: {job.get('message', '')}")
+    frac = min(1.0, float(job.get("progress") or 0.0))
+    st.progress(frac, text=f"Evaluation {job['job']}: "
+                           + bg.progress_text(frac, job.get("started_at"), job.get("message", "")))
     if st.button("Stop evaluation", key="eval_stop"):
         eval_jobs.stop_eval(run_id, job["job"])
         st.rerun()
@@ -175,11 +261,14 @@ def _results(run, rep: dict) -> None:
                f"preferred: {rep.get('preferred', '').upper()}")
     for note in rep.get("notes", []):
         st.info(note)
+    errors: dict[str, list[str]] = {}  # one warning per distinct error, naming every metric it stopped
     for name, m in rep["metrics"].items():
         if "error" in m:
-            st.warning(f"{name}: {m['error']}")
+            errors.setdefault(m["error"], []).append(name)
         elif "error" in (m.get("lpips") or {}):
-            st.warning(f"LPIPS: {m['lpips']['error']}")
+            errors.setdefault(m["lpips"]["error"], []).append("LPIPS")
+    for err, names_ in errors.items():
+        st.warning(f"{', '.join(names_)}: {err}")
     _headline(rep)
     m, names = rep["metrics"], rep.get("class_names", [])
     table = R.per_class_table(rep)
@@ -247,11 +336,13 @@ def _history(reports: list[dict], space: str) -> None:
 
 # ----------------------------------------------------------------------------------------------
 
-runs = [(r, sampling.list_checkpoints(r.run_dir)) for r in jobs.list_runs()]
-runs = [(r, e) for r, e in runs if e]
+all_runs = [(r, sampling.list_checkpoints(r.run_dir)) for r in jobs.list_runs()]
+runs = [(r, e) for r, e in all_runs if e]
 if not runs:
-    st.info(f"No run with a checkpoint under `{runs_root()}` yet. Train one on the **Train** page; from a "
-            "shell: `python -m engine train --kimg 2`, then `python -m engine evaluate --run-dir runs/ID`.")
+    waiting = f" ({len(all_runs)} run(s) have no checkpoint yet)" if all_runs else ""
+    st.info(f"No run with a checkpoint under `{runs_root()}` yet{waiting}. Train one on the **Train** page; from "
+            "a shell: `python -m engine train --kimg 2`, then `python -m engine evaluate --run-dir runs/ID`.")
+    st.page_link("pages/train.py", label="Train a run", icon=":material/model_training:")
     st.stop()
 ids = [r.run_id for r, _ in runs]
 rid = st.selectbox("run", ids, key="eval_run")
@@ -260,19 +351,31 @@ _start_form(run, entries)
 active = eval_jobs.active_eval(rid) is not None
 st.fragment(_progress, run_every=2 if active else None)(rid, active)
 last = eval_jobs.list_eval_jobs(rid)[:1]
-if last and last[0]["state"] == "failed":
+if last and last[0]["state"] == "failed" and not last[0].get("report"):  # with a report, the report says why
     st.error(f"Evaluation {last[0]['job']} failed: {last[0].get('message', '')}")
     st.code(last[0].get("log_tail", ""), language=None)
 
 reports = R.list_reports(run.run_dir)[::-1]
 if not reports:
-    st.info("No evaluation of this run yet: start one above, or from a shell: "
-            f"`python -m engine evaluate --run-dir {run.run_dir} --metrics fid,kid,pr --per-class`.")
+    if not active:  # under a running job's bar its report is on the way: nothing to say
+        st.info("No evaluation of this run yet: start one above, or from a shell: "
+                f"`python -m engine evaluate --run-dir {run.run_dir} --metrics fid,kid,pr --per-class`.")
     st.stop()
-pick = st.selectbox("report", [r["id"] for r in reports], key=f"eval_report_{rid}",
-                    format_func=lambda i: next(f"{i} · step {r['checkpoint'].get('step')} · "
-                                               f"{r['features'].get('space')} · N={r.get('n_generated')}"
-                                               for r in reports if r["id"] == i))
-rep = next(r for r in reports if r["id"] == pick)
-_results(run, rep)
+pick_key, newest = f"eval_report_{rid}", reports[0]["id"]
+if st.session_state.get(f"eval_newest_{rid}") != newest:  # a report appeared (a job ended): show it
+    st.session_state[pick_key] = newest
+    st.session_state[f"eval_newest_{rid}"] = newest
+by_id = {r["id"]: r for r in reports}
+pick = st.selectbox("report", list(by_id), key=pick_key,
+                    format_func=lambda i: f"{i} · step {by_id[i]['checkpoint'].get('step')} · "
+                                          f"{(by_id[i].get('features') or {}).get('space')} · "
+                                          f"N={by_id[i].get('n_generated')}"
+                                          + (" · failed" if R.report_state(by_id[i]) == "failed" else ""))
+rep = by_id[pick]
+if R.report_state(rep) == "failed":
+    st.error(f"Evaluation {rep['id']} failed: every metric failed, so it holds no result and is left out of "
+             f"the history. {R.failed_reason(rep)}")
+else:
+    _results(run, rep)
 _history(reports, (rep.get("features") or {}).get("space", "domain"))
+ui_nav.next_step("pages/train.py", "train longer or with other settings, then compare the reports here")

@@ -15,6 +15,7 @@ import streamlit as st
 
 import ui_cache
 import ui_forms
+import ui_nav
 from engine import config as C
 from engine import jobs
 from engine.data import catalog
@@ -266,3 +267,4 @@ else:
             "demo generator on the built-in histosynth data), or from a shell: "
             "`python -m engine jobs start --res 32 --kimg 2`.")
 _form(runs)
+ui_nav.next_step("pages/samples.py", "generate patches per class from a checkpoint")

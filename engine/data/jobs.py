@@ -10,6 +10,10 @@
 A job writes into a temp directory beside its output and renames it into place at the end
 (engine.data.prepare), so a stopped or killed job never leaves a half-written data set; a stopped job
 removes its temp directory itself, and the next preparation of the same directory clears a killed one's.
+
+The same records serve the other per-data-set job, the domain classifier (`kind` "classifier": `python -m
+engine train-classifier --progress-file`, engine.metrics.classifier_jobs), so there is one job layer for
+data sets, not one per command.
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ class PrepareStatus:
     alive: bool = False        # its process exists (pid + create time match)
     started_at: float = 0.0
     log_tail: str = ""         # the log's last lines, for a failed job
+    kind: str = "prepare"      # prepare | classifier (what the job makes for its data set `out`)
 
 
 def jobs_root() -> Path:
@@ -76,8 +81,15 @@ def start_prepare(cfg: PrepareConfig) -> str:
         raise ConfigError(f"config field 'out': {out} is already being prepared (job {busy.job_id}); "
                           "wait for it or stop it")
     cfg.out = str(out)
+    return start_job("prepare", "prepare", lambda d: _args(cfg) + ["--progress-file", str(d / "progress.json")],
+                     out, source=cfg.source)
+
+
+def start_job(kind: str, command: str, args, out: Path, suffix: str = "", **record) -> str:
+    """Launch `python -m engine <command> *args(job_dir)` as a job of `kind` for the data set `out`;
+    returns the job id. `record` joins the launcher's status.json (e.g. source)."""
     _prune()
-    base, k = time.strftime("%Y%m%d-%H%M%S-") + re.sub(r"[^A-Za-z0-9._-]", "_", out.name), 1
+    base, k = time.strftime("%Y%m%d-%H%M%S-") + re.sub(r"[^A-Za-z0-9._-]", "_", out.name) + suffix, 1
     while True:  # mkdir without exist_ok: two starts in one second get two directories
         jid = base if k == 1 else f"{base}-{k}"
         try:
@@ -86,11 +98,11 @@ def start_prepare(cfg: PrepareConfig) -> str:
         except FileExistsError:
             k += 1
     d = job_dir(jid)
-    args = _args(cfg) + ["--progress-file", str(d / "progress.json")]
+    args = args(d)
     atomic_write_json(d / "status.json", {"state": "queued", "pid": None, "started_at": time.time(),
-                                          "source": cfg.source, "out": str(out), "message": "starting",
-                                          "args": args})
-    p = bg.spawn(f"prepare/{jid}", "prepare", args, d / "log.txt", env={"HISTOGEN_DATA": str(data_root())})
+                                          "kind": kind, "out": str(out), "message": "starting",
+                                          "args": args, **record})
+    p = bg.spawn(f"{kind}/{jid}", command, args, d / "log.txt", env={"HISTOGEN_DATA": str(data_root())})
     bg.update_json(d / "status.json", pid=p.pid, create_time=bg.create_time(p.pid))
     return jid
 
@@ -98,10 +110,11 @@ def start_prepare(cfg: PrepareConfig) -> str:
 def prepare_status(job_id: str) -> PrepareStatus:
     """State of a job from disk. A job whose process is gone without a final state is recorded `stopped`
     if a stop was asked for, else `failed` with the log's last line in the message."""
-    bg.reap(f"prepare/{job_id}")
     d = job_dir(job_id)
     st = read_json(d / "status.json", {}) or {}
     pr = read_json(d / "progress.json", {}) or {}
+    kind = st.get("kind", "prepare")
+    bg.reap(f"{kind}/{job_id}")
 
     def state() -> str:
         return next((s.get("state") for s in (pr, st) if s.get("state") in FINAL),
@@ -113,8 +126,9 @@ def prepare_status(job_id: str) -> PrepareStatus:
     if state() in ACTIVE and not alive:
         tail = bg.log_tail(d / "log.txt")
         stopped = (d / "stop").exists()
-        msg = "stopped; no data set was written" if stopped else \
-            f"the preparation ended without a final status ({bg.last_line(tail)})"
+        what = "classifier training" if kind == "classifier" else "preparation"
+        msg = f"stopped; no {'classifier' if kind == 'classifier' else 'data set'} was written" if stopped else \
+            f"the {what} ended without a final status ({bg.last_line(tail)})"
         st = bg.update_json(d / "status.json", state="stopped" if stopped else "failed", message=msg)
     s = state()
     rec = pr if pr.get("state") == s else st  # whose record holds the final word
@@ -122,15 +136,16 @@ def prepare_status(job_id: str) -> PrepareStatus:
                          message=rec.get("message") or st.get("message", ""),
                          out=pr.get("out") or st.get("out", ""), source=st.get("source", ""), alive=alive,
                          started_at=float(st.get("started_at") or 0),
-                         log_tail=bg.log_tail(d / "log.txt") if s == "failed" else "")
+                         log_tail=bg.log_tail(d / "log.txt") if s == "failed" else "", kind=kind)
 
 
-def list_prepare_jobs() -> list[PrepareStatus]:
-    """Every preparation job under the data root, newest first."""
+def list_prepare_jobs(kind: str | None = "prepare") -> list[PrepareStatus]:
+    """Every job of `kind` (None = every kind) under the data root, newest first."""
     root = jobs_root()
     if not root.is_dir():
         return []
-    jobs = [prepare_status(p.name) for p in root.iterdir() if (p / "status.json").is_file()]
+    jobs = [prepare_status(p.name) for p in root.iterdir() if (p / "status.json").is_file()
+            and (kind is None or (read_json(p / "status.json", {}) or {}).get("kind", "prepare") == kind)]
     return sorted(jobs, key=lambda j: (j.started_at, j.job_id), reverse=True)
 
 
@@ -141,12 +156,12 @@ def stop_prepare(job_id: str, grace_s: float = 10.0) -> PrepareStatus:
     s = prepare_status(job_id)
     if s.state in ACTIVE:
         (d / "stop").touch()
-        bg.terminate(read_json(d / "status.json", {}) or {}, grace_s, f"prepare/{job_id}")
+        bg.terminate(read_json(d / "status.json", {}) or {}, grace_s, f"{s.kind}/{job_id}")
     return prepare_status(job_id)
 
 
 def _prune() -> None:
-    ended = [j for j in list_prepare_jobs() if j.state in FINAL]
+    ended = [j for j in list_prepare_jobs(None) if j.state in FINAL]
     for j in ended[KEEP_JOBS:]:
         shutil.rmtree(job_dir(j.job_id), ignore_errors=True)
 

@@ -3,7 +3,9 @@
 It serves three purposes: the frozen `domain` feature space (engine.metrics.features), the GAN
 discriminator's domain head, and the downstream "does the sample look like its class" check.
 `python -m engine train-classifier --data DIR --out FILE` trains it; the file holds tensors and
-primitives only, so `torch.load(weights_only=True)` reads it.
+primitives only, so `torch.load(weights_only=True)` reads it. Its `meta` is also written beside it as
+JSON (`classifier.json`), so the pages can show a classifier's state without loading torch weights.
+With `--progress-file` the command is a background job of the data set (engine.metrics.classifier_jobs).
 
 Default architecture `resnet10t` (timm): a ResNet with a 3-conv stem and one basic block per stage,
 ~4.9 M parameters and 512-d penultimate features. It trains about 2x faster than resnet18 on a CPU at
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 
 from engine.config import ConfigError, add_arguments, from_args, opt, validate
 from engine.data.dataset import load_prepared, uint8_to_float
-from engine.utils import atomic_write_bytes, pick_device
+from engine.utils import atomic_write_bytes, atomic_write_json, pick_device
 
 DEFAULT_ARCH = "resnet10t"
 FILE_NAME = "classifier.pt"
@@ -47,6 +49,7 @@ class ClassifierConfig:
     seed: int = opt(0, "seed for init, shuffling and augmentation", range=(0, 2**31 - 1))
     device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
     split: str = opt("train", "split to train on", choices=("train", "eval"))
+    threads: int = opt(0, "torch CPU threads (0 = torch's default, every core)", range=(0, 1024))
 
     def check(self) -> None:
         import timm
@@ -203,7 +206,13 @@ def train_classifier(data_dir, out=None, *, arch: str = DEFAULT_ARCH, epochs: in
     buf = io.BytesIO()
     torch.save({"state_dict": state, "meta": meta}, buf)
     atomic_write_bytes(out, buf.getvalue())
+    atomic_write_json(meta_path(out), meta)  # after the weights: a sidecar never announces a missing file
     return {**meta, "out": str(out)}
+
+
+def meta_path(path: str | Path) -> Path:
+    """The JSON copy of a classifier file's meta (val_acc, confusion, arch ...): <file>.json."""
+    return Path(path).with_suffix(".json")
 
 
 def missing_message(path: str | Path, what: str = "classifier") -> str:
@@ -248,24 +257,43 @@ def main(argv: list[str]) -> int:
         description="Train the in-domain classifier (domain feature space, D's domain head, downstream "
                     "check) on a prepared data set; prints val accuracy and the confusion matrix.")
     add_arguments(parser, ClassifierConfig)
-    cfg = from_args(ClassifierConfig, parser.parse_args(argv))
-    from tqdm import tqdm
+    # Job plumbing, not configuration (as for `prepare`): how the Data page follows the training.
+    parser.add_argument("--progress-file", metavar="FILE.json",
+                        help="also report {state, done, total, message} in this JSON file (for background jobs)")
+    parser.add_argument("--after-job", metavar="ID",
+                        help="first wait for this data preparation job (engine.data.jobs) to finish")
+    args = parser.parse_args(argv)
+    report = None
+    if args.progress_file:
+        import signal
+        import threading
 
-    bar = tqdm(unit="step", file=sys.stderr, dynamic_ncols=True)
+        from engine.background import StatusFile
 
-    def progress(done: int, total: int, msg: str) -> None:
-        bar.total = total
-        bar.set_postfix_str(msg, refresh=False)
-        bar.update(done - bar.n)
-
+        report = StatusFile(args.progress_file, every_s=0.5)
+        report.set("running", force=True, done=0, total=0, message="starting")
+        if threading.current_thread() is threading.main_thread():  # a stop (SIGTERM) ends it `stopped`
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        kw = {k: v for k, v in asdict(cfg).items() if k not in ("data", "out")}
-        meta = train_classifier(cfg.data, cfg.out or None, **kw, progress=progress)
-    except FileNotFoundError as e:  # no such data set: the message names it and the prepare command
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        bar.close()
+        cfg = from_args(ClassifierConfig, args)
+        if args.after_job:
+            _wait_for_preparation(args.after_job, report)
+        if report is not None:  # the ETA counts from here, not from the wait behind a preparation
+            report.set("running", force=True, done=0, total=0, message="loading the data set",
+                       train_started_at=time.time())
+        meta = train_with_bar(cfg, None if report is None else lambda d, t, m: report.set(
+            "running", force=d == t, done=d, total=t, message=m))
+    except BaseException as e:
+        if report is not None:
+            _report_end(report, e)
+        if isinstance(e, (FileNotFoundError, ConfigError)):  # the message names the data set / field to fix
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+    if report is not None:
+        acc = "n/a" if meta["val_acc"] is None else f"{meta['val_acc']:.3f}"
+        report.set("finished", force=True, out=meta["out"], val_acc=meta["val_acc"],
+                   message=f"held-out accuracy {acc} ({meta['val_n']} val images) in {meta['train_s']:.0f} s")
     acc = "n/a (empty val split)" if meta["val_acc"] is None else f"{meta['val_acc']:.4f}"
     print(f"{meta['arch']} on {meta['train_n']} {meta['split']} images, {meta['epochs']} epochs, "
           f"{meta['train_s']:.1f} s on {meta['device']}")
@@ -274,6 +302,51 @@ def main(argv: list[str]) -> int:
     print(format_confusion(meta["confusion"], meta["class_names"]))
     print(f"saved {meta['out']}")
     return 0
+
+
+def train_with_bar(cfg: ClassifierConfig, also: Progress | None = None) -> dict:
+    """train_classifier(cfg) with a tqdm bar on stderr; `also` gets every progress call too (a job's
+    progress file)."""
+    from tqdm import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    bar = tqdm(unit="step", file=sys.stderr, dynamic_ncols=True, desc="train-classifier", mininterval=1.0)
+
+    def progress(done: int, total: int, msg: str) -> None:
+        bar.total = total
+        bar.set_postfix_str(msg, refresh=False)
+        bar.update(done - bar.n)
+        if also is not None:
+            also(done, total, msg)
+
+    try:
+        kw = {k: v for k, v in asdict(cfg).items() if k not in ("data", "out", "threads")}
+        return train_classifier(cfg.data, cfg.out or None, **kw, progress=progress)
+    finally:
+        bar.close()
+
+
+def _wait_for_preparation(job_id: str, report=None, every_s: float = 1.0) -> None:
+    """Block until data preparation job `job_id` ends; FileNotFoundError unless it finished (then there
+    is nothing to train on: the classifier is queued behind its data set)."""
+    from engine.data import jobs as data_jobs
+
+    while (s := data_jobs.prepare_status(job_id)).state in data_jobs.ACTIVE:
+        if report is not None:
+            report.set("queued", done=0, total=0, message=f"waiting for the preparation of {Path(s.out).name}")
+        time.sleep(every_s)
+    if s.state != "finished":
+        raise FileNotFoundError(f"the preparation of {s.out} ended {s.state} ({s.message}); "
+                                "no classifier was trained")
+
+
+def _report_end(report, e: BaseException) -> None:
+    if isinstance(e, (SystemExit, KeyboardInterrupt)):
+        report.set("stopped", force=True, message="stopped; no classifier was written")
+    else:  # ours are one sentence naming the field or path; anything else gets its type too
+        ours = isinstance(e, (ConfigError, FileNotFoundError, ValueError))
+        report.set("failed", force=True, message=str(e) if ours else f"{type(e).__name__}: {e}")
 
 
 # ----------------------------------------------------------------------------------------------

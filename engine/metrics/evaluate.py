@@ -7,7 +7,9 @@ Flow: load G (a checkpoint step or the export) -> generate n patches, evenly per
 seeds -> embed them in the feature space -> each requested metric from the registry (real features come
 from the on-disk cache) -> one JSON report (atomic) that states N real, N generated, the feature space
 and its weights' hash, the resize path and the checkpoint step. A metric that cannot run (missing
-weights, no test split ...) is recorded with its error; the others still run.
+weights, no test split ...) is recorded with its error; the others still run, and a report whose every
+metric failed has "state": "failed" (else "finished"). With `features` domain and no classifier file,
+the classifier is trained first (auto_classifier), or awaited when a background job is training it.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from engine.utils import atomic_write_bytes, atomic_write_json, pick_device, rea
 
 DEFAULT_METRICS = "fid,kid,pr"
 SMALL_N = 10_000  # below this many generated patches FID's bias is large; KID is unbiased
+NO_FEATURES = ("stain", "downstream")  # metrics that never embed in the feature space
+CLASSIFIER_SHARE = 0.5  # of the progress bar, when the classifier is trained first (~ its share of the time)
 
 
 @dataclass
@@ -64,6 +68,8 @@ class EvalConfig:
     memorisation_train_cap: int = opt(0, "training patches per class searched for nearest neighbours "
                                          "(0 = the whole train split)", range=(0, 10_000_000))
     job: str = opt("", "report id (default: a new timestamp); set by the background job")
+    auto_classifier: bool = opt(True, "train the `domain` classifier first when its file is missing "
+                                      "(false: those metrics fail, naming the command that makes it)")
 
     def check(self) -> None:
         if not self.run_dir:
@@ -198,12 +204,42 @@ def notes_for(ctx: EvalContext, report: dict) -> list[str]:
     return notes
 
 
+def domain_classifier_path(cfg: EvalConfig, data) -> Path:
+    return Path(cfg.classifier) if cfg.classifier else Path(data.root) / "classifier.pt"
+
+
+def _ensure_domain_classifier(cfg: EvalConfig, data, say: Callable[[float, str], None]) -> bool:
+    """Make sure the `domain` classifier file exists: wait for a background job training it, else train
+    it here (tqdm on stderr, progress in the first CLASSIFIER_SHARE of the bar). Without auto_classifier
+    nothing happens and the metrics report the missing file. Returns True when it took part of the bar."""
+    from engine.metrics import classifier_jobs
+
+    path = domain_classifier_path(cfg, data)
+    if path.is_file() or not cfg.auto_classifier:
+        return False
+    if not cfg.classifier:  # the app may be training this very file: wait rather than train it twice
+        while (s := classifier_jobs.classifier_status(data.root)).state in ("queued", "training"):
+            say(CLASSIFIER_SHARE * s.fraction, f"waiting for the domain classifier (job {s.job_id}): {s.message}")
+            time.sleep(1.0)
+        if path.is_file():
+            return True
+    from engine.metrics.classifier import ClassifierConfig, train_with_bar
+
+    print(f"No domain classifier at {path}: training it first (`python -m engine train-classifier --data "
+          f"{data.root}`; --no-auto-classifier skips this).", flush=True)
+    ccfg = ClassifierConfig(data=str(data.root), out=str(path), device=cfg.device)
+    train_with_bar(ccfg, lambda d, t, m: say(CLASSIFIER_SHARE * d / max(t, 1),
+                                             f"training the domain classifier: step {d}/{t} · {m}"))
+    return True
+
+
 def evaluate(cfg: EvalConfig, progress: Callable[[float, str], None] | None = None) -> tuple[dict, Path]:
     """Run the requested metrics and write the report. Returns (report, path of the JSON written).
 
     progress(fraction, message) is called between stages. Raises FileNotFoundError / ConfigError
     when the run, its generator or the data set is missing.
     """
+    from engine.metrics.report import report_state
     from engine.sampling import load_generator
 
     cfg = validate(cfg)
@@ -225,6 +261,10 @@ def evaluate(cfg: EvalConfig, progress: Callable[[float, str], None] | None = No
         raise ConfigError(f"config field 'data': {data.root} has {len(data.class_names)} classes but the "
                           f"generator has {G.num_classes}; pass the data set the run trained on")
     names = cfg.metric_list
+    if cfg.features == "domain" and any(n not in NO_FEATURES for n in names):
+        if _ensure_domain_classifier(cfg, data, say):  # it took the first part of the bar
+            outer = say
+            say = lambda f, m: outer(CLASSIFIER_SHARE + (1 - CLASSIFIER_SHARE) * f, m)  # noqa: E731
     step = 1.0 / len(names)
 
     def within(msg: str, done: int | None = None, total: int | None = None) -> None:
@@ -257,7 +297,7 @@ def evaluate(cfg: EvalConfig, progress: Callable[[float, str], None] | None = No
         "real_split": cfg.real_split, "truncation": cfg.truncation, "noise_mode": "const",
         "seeds": [cfg.seed, cfg.seed + ctx.per_class_n - 1], "device": device,
         "preferred": "kid" if int(gen_counts.sum()) < SMALL_N else "fid",
-        "metrics": results, "config": asdict(cfg)}
+        "metrics": results, "config": asdict(cfg), "state": report_state({"metrics": results})}
     report["notes"] = notes_for(ctx, report)
     if ctx.arrays:
         buf = io.BytesIO()
@@ -314,9 +354,14 @@ def summary(report: dict) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine evaluate",
                                      description="Evaluate a run's generator; writes runs/<id>/eval/<id>.json.")
-    add_arguments(parser, EvalConfig, skip=("per_class",))
+    add_arguments(parser, EvalConfig, skip=("per_class", "auto_classifier"))
     parser.add_argument("--per-class", dest="per_class", nargs="?", const="true", default=None, metavar="BOOL",
                         help="also report per-class values (a bare flag means true)")
+    parser.add_argument("--auto-classifier", dest="auto_classifier", nargs="?", const="true", default=None,
+                        metavar="BOOL", help="train the `domain` classifier first when its file is missing "
+                                             "(default true; a bare flag means true)")
+    parser.add_argument("--no-auto-classifier", dest="auto_classifier", action="store_const", const="false",
+                        help="do not train it: the metrics that need it fail, naming the command that makes it")
     cfg = from_args(EvalConfig, parser.parse_args(argv))
     status = None
     if cfg.job:
@@ -346,9 +391,14 @@ def main(argv: list[str]) -> int:
             status.set("failed", message=f"{type(e).__name__}: {e}", force=True)
         raise
     errors = [n for n, r in report["metrics"].items() if "error" in r]
+    failed = report["state"] == "failed"
     if status:
-        msg = f"report {path.name}" + (f"; unavailable: {', '.join(errors)}" if errors else "")
-        status.set("finished", progress=1.0, message=msg, report=path.name, force=True)
+        if failed:  # a report with no result in it: the job failed, saying why (once, not per metric)
+            first = next(iter(report["metrics"].values()), {}).get("error", "no metric was requested")
+            msg = f"every metric failed ({', '.join(errors)}): {first}"
+        else:
+            msg = f"report {path.name}" + (f"; unavailable: {', '.join(errors)}" if errors else "")
+        status.set("failed" if failed else "finished", progress=1.0, message=msg, report=path.name, force=True)
     print(summary(report))
-    print(f"saved {path}")
-    return 1 if errors and len(errors) == len(report["metrics"]) else 0
+    print(f"saved {path}" + (" (failed: every metric failed)" if failed else ""))
+    return 1 if failed else 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,57 @@ def stop_eval(run_id: str, job: str, root: str | Path | None = None, grace_s: fl
     if st.get("state") in ACTIVE and st.get("pid"):
         bg.terminate(st, grace_s, f"eval/{run_id}/{job}")
     return eval_status(run_id, job, root)
+
+
+# ----------------------------------------------------------------------------------------------
+# What an evaluation needs, before it is started
+
+@dataclass
+class EvalNeeds:
+    """Whether an evaluation of a run can start from the page, and what is missing if not."""
+    run_dir: str
+    checkpoint: bool                  # the run has a checkpoint or an export to generate from
+    data_dir: str                     # the data set it compares against (the one the run trained on)
+    data_ready: bool                  # ... is prepared
+    features: str
+    classifier: Any = None            # ClassifierStatus of data_dir for `domain` (None for other spaces)
+    classifier_file: str = ""         # the file `domain` reads
+
+    @property
+    def missing(self) -> list[str]:
+        """One sentence per missing thing, in the order they must be fixed."""
+        out = []
+        if not self.checkpoint:
+            out.append(f"run {Path(self.run_dir).name} has no checkpoint yet: train it (or wait for its first "
+                       "checkpoint)")
+        if not self.data_ready:
+            out.append(f"the data set {self.data_dir} is not prepared: prepare it on the Data page")
+        elif self.features == "domain" and not Path(self.classifier_file).is_file():
+            c = self.classifier
+            state = {"queued": "is queued", "training": "is being trained"}.get(getattr(c, "state", ""), "is missing")
+            out.append(f"the `domain` feature space needs the data set's classifier, which {state} "
+                       f"({self.classifier_file})")
+        return out
+
+    @property
+    def ready(self) -> bool:
+        return not self.missing
+
+
+def eval_needs(run_id: str, features: str = "domain", data: str = "", classifier: str = "",
+               root: str | Path | None = None) -> EvalNeeds:
+    """What `start_eval(run_id, {features, data, classifier})` needs and whether it is there: a checkpoint,
+    the prepared data set (`data`, else the run's, else the demo set at its resolution, as `evaluate`
+    resolves it) and, for `domain`, its classifier file (`classifier`, else <data>/classifier.pt)."""
+    from engine.data.dataset import default_demo_dir
+    from engine.metrics import classifier_jobs
+    from engine.sampling import list_checkpoints
+
+    d = run_dir(run_id, root)
+    cfg = read_json(d / "config.json") or read_json(d / "launch.json") or {}
+    data_dir = Path(data or cfg.get("data") or default_demo_dir(int(cfg.get("res") or 64)))
+    clf = Path(classifier) if classifier else classifier_jobs.classifier_path(data_dir)
+    return EvalNeeds(run_dir=str(d), checkpoint=bool(list_checkpoints(d)), data_dir=str(data_dir),
+                     data_ready=(data_dir / "dataset.json").is_file(), features=features,
+                     classifier=classifier_jobs.classifier_status(data_dir) if features == "domain" else None,
+                     classifier_file=str(clf))

@@ -21,6 +21,24 @@ def list_reports(run_dir) -> list[dict]:
     return [r for r in reports if isinstance(r, dict) and isinstance(r.get("metrics"), dict)]
 
 
+def report_state(report: dict) -> str:
+    """"failed" or "finished". A report written before reports had a state is failed when every metric in
+    it failed (an evaluation without its feature space saved such empty reports)."""
+    if report.get("state") in ("failed", "finished"):
+        return report["state"]
+    m = report.get("metrics") or {}
+    return "failed" if not m or all(isinstance(r, dict) and "error" in r for r in m.values()) else "finished"
+
+
+def failed_reason(report: dict) -> str:
+    """Why a failed report has no result: each distinct error once, with the metrics it stopped."""
+    by_error: dict[str, list[str]] = {}
+    for name, r in (report.get("metrics") or {}).items():
+        if isinstance(r, dict) and "error" in r:
+            by_error.setdefault(r["error"], []).append(name)
+    return " ".join(f"{', '.join(names)}: {err}" for err, names in by_error.items()) or "no metric was run"
+
+
 def load_arrays(run_dir, report: dict) -> dict[str, np.ndarray]:
     """The side arrays of a report (e.g. memorisation pairs); {} when it has none."""
     info = report.get("arrays") or {}
@@ -61,8 +79,9 @@ def headline(report: dict) -> dict:
 
 
 def history_table(reports: list[dict]) -> pd.DataFrame:
-    """One row per report (headline numbers), sorted by checkpoint step: the page's history chart."""
-    df = pd.DataFrame([headline(r) for r in reports])
+    """One row per report (headline numbers), sorted by checkpoint step: the page's history chart.
+    Failed reports (no result in them) are left out: they are not a point of the history."""
+    df = pd.DataFrame([headline(r) for r in reports if report_state(r) != "failed"])
     return df.sort_values(["step", "report"], kind="stable").reset_index(drop=True) if len(df) else df
 
 

@@ -79,10 +79,12 @@ def test_cli_missing_classifier_names_the_command(tmp_path, capsys):
     run_dir, data_dir = tiny_eval_setup(per_class=4)
     (data_dir / "classifier.pt").unlink()
     rc = main(["--run-dir", str(run_dir), "--data", str(data_dir), "--metrics", "fid,stain", "--per-class",
-               "--n", "9", "--device", "cpu"])
+               "--n", "9", "--device", "cpu", "--no-auto-classifier"])
     out = capsys.readouterr()
     assert rc == 0  # stain still ran; fid is reported unavailable with the command that fixes it
+    assert not (data_dir / "classifier.pt").exists()  # --no-auto-classifier: not trained
     report = list_reports(run_dir)[-1]
+    assert report["state"] == "finished" and len(history_table(list_reports(run_dir))) == 1
     assert "python -m engine train-classifier" in report["metrics"]["fid"]["error"]
     assert "H" in report["metrics"]["stain"] and "unavailable" in out.out
     assert report["config"]["per_class"] is True and len(report["metrics"]["stain"]["per_class"]) == 9
@@ -132,3 +134,77 @@ def test_background_job_can_be_stopped():
     s = J.stop_eval(run_dir.name, job, grace_s=5)
     assert s["state"] == "stopped" and not s["alive"]
     assert J.active_eval(run_dir.name) is None and not list_reports(run_dir)
+
+
+def test_cli_missing_classifier_trains_it_first(capsys):
+    """Default: a missing `domain` classifier is trained before the metrics (one line says so, tqdm shows
+    progress), so the report has numbers; the old code reported every feature metric unavailable."""
+    run_dir, data_dir = tiny_eval_setup(per_class=4)
+    (data_dir / "classifier.pt").unlink()
+    rc = main(["--run-dir", str(run_dir), "--data", str(data_dir), "--metrics", "fid,kid", "--n", "9",
+               "--kid-subsets", "2", "--device", "cpu"])
+    out = capsys.readouterr()
+    assert rc == 0, out
+    assert [line for line in out.out.splitlines() if "training it first" in line][0].startswith("No domain classifier")
+    assert "train-classifier" in out.err and "step" in out.err  # the tqdm bar
+    assert (data_dir / "classifier.pt").is_file() and (data_dir / "classifier.json").is_file()
+    report = list_reports(run_dir)[-1]
+    assert report["state"] == "finished" and report["metrics"]["fid"]["value"] >= 0
+    assert report["features"]["space"] == "domain" and "error" not in report["metrics"]["kid"]
+
+
+def test_every_metric_failed_report_and_job_are_failed(capsys):
+    """A report with no result in it is marked failed, left out of the history, and its job ends failed
+    with the error once (the old code said `finished` and plotted the empty report)."""
+    from engine.metrics.report import failed_reason, report_state
+
+    run_dir, data_dir = tiny_eval_setup(per_class=4)
+    (data_dir / "classifier.pt").unlink()
+    job = "20990101-000000"
+    rc = main(["--run-dir", str(run_dir), "--data", str(data_dir), "--metrics", "fid,kid,pr", "--n", "9",
+               "--device", "cpu", "--no-auto-classifier", "--job", job])
+    assert rc == 1
+    [report] = list_reports(run_dir)
+    assert report["state"] == "failed" == report_state(report) and report["id"] == job
+    assert history_table(list_reports(run_dir)).empty
+    assert failed_reason(report).count("python -m engine train-classifier") == 1  # one error, three metrics
+    st = J.eval_status(run_dir.name, job)
+    assert st["state"] == "failed" and st["report"] == f"{job}.json"
+    assert "every metric failed (fid, kid, pr)" in st["message"] and "train-classifier" in st["message"]
+    # a report from before reports had a state, with every metric failed, is failed too
+    old = {k: v for k, v in report.items() if k != "state"}
+    assert report_state(old) == "failed" and history_table([old]).empty
+
+
+def test_evaluate_waits_for_the_classifier_job_instead_of_training_twice(monkeypatch):
+    """The app may be training the data set's classifier in the background: evaluate waits for that job."""
+    import os
+    import threading
+
+    from engine.data import jobs as data_jobs
+    from engine.metrics import classifier as C
+    from engine.utils import atomic_write_json
+
+    run_dir, data_dir = tiny_eval_setup(per_class=4)
+    weights = (data_dir / "classifier.pt").read_bytes()
+    (data_dir / "classifier.pt").unlink()
+    jd = data_jobs.jobs_root() / "20990101-000000-hs-classifier"
+    jd.mkdir(parents=True)
+    atomic_write_json(jd / "status.json", {"state": "queued", "kind": "classifier", "out": str(data_dir.resolve()),
+                                           "pid": os.getpid(), "started_at": time.time()})
+    atomic_write_json(jd / "progress.json", {"state": "running", "done": 1, "total": 4, "message": "epoch 1"})
+
+    def job_ends():
+        time.sleep(1.5)
+        (data_dir / "classifier.pt").write_bytes(weights)
+        atomic_write_json(jd / "progress.json", {"state": "finished", "done": 4, "total": 4, "message": "done"})
+
+    monkeypatch.setattr(C, "train_with_bar", lambda *a, **k: pytest.fail("trained a second time"))
+    threading.Thread(target=job_ends, daemon=True).start()
+    seen = []
+    report, _ = evaluate(EvalConfig(run_dir=str(run_dir), data=str(data_dir), metrics="fid", n=9, device="cpu"),
+                         lambda f, m: seen.append((f, m)))
+    assert any("waiting for the domain classifier" in m for _, m in seen)
+    assert report["state"] == "finished" and "value" in report["metrics"]["fid"]
+    fr = [f for f, _ in seen]
+    assert fr == sorted(fr) and fr[-1] == 1.0  # the bar only moves forward

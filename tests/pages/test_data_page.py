@@ -10,7 +10,7 @@ from engine.config import PrepareConfig, from_dict
 
 
 def _app(monkeypatch) -> AppTest:
-    return open_app(monkeypatch, timeout=120)
+    return open_app(monkeypatch, "pages/data.py", timeout=120)  # Home is the default page
 
 
 def test_data_page_empty_root(monkeypatch, tmp_path):
@@ -69,6 +69,12 @@ def test_data_page_prepares_from_form(monkeypatch):
     assert next(s for s in at.selectbox if s.label == "data set").value == job.out
     assert len(at.dataframe) >= 1
     assert int(at.dataframe[0].value.loc["total"].drop("eval", errors="ignore").sum()) == 9 * 4
+    # its domain classifier was queued behind the preparation (a background job of the data set)
+    from engine.metrics import classifier_jobs
+
+    s = classifier_jobs.classifier_status(job.out)
+    assert s.state in ("queued", "training", "ready") and s.job_id
+    classifier_jobs.stop_classifier(s.job_id, grace_s=2)  # not needed here: the CPU is shared
 
 
 def test_data_page_shows_a_failed_job(monkeypatch):
@@ -85,3 +91,65 @@ def test_data_page_shows_a_failed_job(monkeypatch):
     wait_for(lambda: data_jobs.prepare_status(job.job_id).state == "failed", timeout=60, what="the failure")
     at.run()
     assert any("folder /missing does not exist" in e.value for e in at.error)
+
+
+def test_data_page_classifier_missing_offers_training(monkeypatch, prepared):
+    from unittest import mock
+
+    at = _app(monkeypatch)
+    at.run()
+    assert not at.exception, at.exception
+    assert any(i.value.startswith("Domain classifier: missing") for i in at.info)
+    with mock.patch("engine.metrics.classifier_jobs.start_classifier", return_value="j1") as start:
+        at.button(key="clf_train").click()
+        at.run()
+    assert not at.exception, at.exception
+    start.assert_called_once_with(str(prepared))
+
+
+def test_data_page_classifier_training_and_ready(monkeypatch, prepared):
+    import os
+    import time
+
+    from engine.data import jobs as data_jobs
+    from engine.utils import atomic_write_json
+
+    jd = data_jobs.jobs_root() / "20990101-000000-histosynth-32-classifier"
+    jd.mkdir(parents=True)
+    now = time.time()
+    atomic_write_json(jd / "status.json", {"state": "queued", "kind": "classifier", "out": str(prepared.resolve()),
+                                           "pid": os.getpid(), "create_time": None, "started_at": now - 60})
+    atomic_write_json(jd / "progress.json", {"state": "running", "done": 50, "total": 200,
+                                             "message": "epoch 3/10 loss 0.2", "train_started_at": now - 30})
+    at = _app(monkeypatch)
+    at.run()
+    assert not at.exception, at.exception
+    text = next(b.proto.text for b in at.get("progress") if "Domain classifier" in b.proto.text)
+    assert "training · step 50 / 200 · 25 % · ETA 2 min · epoch 3/10" in text  # 30 s for 25 %
+    assert at.button(key="clf_stop") and not [b for b in at.button if b.key == "clf_train"]
+
+    atomic_write_json(jd / "progress.json", {"state": "finished", "done": 200, "total": 200, "message": "done"})
+    atomic_write_json(prepared / "classifier.json", {"val_acc": 0.975, "val_n": 40, "arch": "resnet10t"})
+    (prepared / "classifier.pt").write_bytes(b"weights")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("ready · held-out accuracy 97.5% on 40 `val` patches" in s.value for s in at.success)
+    assert at.button(key="clf_train")
+
+
+def test_data_page_classifier_failed_shows_message(monkeypatch, prepared):
+    import time
+
+    from engine.data import jobs as data_jobs
+    from engine.utils import atomic_write_json
+
+    jd = data_jobs.jobs_root() / "20990101-000000-histosynth-32-classifier"
+    jd.mkdir(parents=True)
+    atomic_write_json(jd / "status.json", {"state": "queued", "kind": "classifier", "out": str(prepared.resolve()),
+                                           "pid": 2**22 + 7, "create_time": 1.0, "started_at": time.time()})
+    atomic_write_json(jd / "progress.json", {"state": "failed", "message": "out of memory"})
+    at = _app(monkeypatch)
+    at.run()
+    assert not at.exception, at.exception
+    assert any(e.value == "Domain classifier: failed · out of memory" for e in at.error)
+    assert at.button(key="clf_train")

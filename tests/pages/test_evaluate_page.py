@@ -1,9 +1,11 @@
 """AppTest: the Evaluate page with no runs, with a tiny run's real report, starting a job, a running job."""
+from pathlib import Path
 from unittest import mock
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from engine.utils import read_json
 from tests.pages.apptest import open_app
 
 
@@ -20,10 +22,18 @@ def evaluated(monkeypatch, tmp_path):
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     run_dir, data_dir = tiny_eval_setup()
+    _train_on(run_dir, data_dir)
     report, _ = evaluate(EvalConfig(run_dir=str(run_dir), data=str(data_dir), per_class=True, n=18, kid_subsets=3,
                                     metrics="fid,kid,pr,lpips,downstream,memorisation,stain", lpips_pairs=3,
                                     downstream_arch="test_resnet", downstream_epochs=1, batch=16, device="cpu"))
     return run_dir, report
+
+
+def _train_on(run_dir, data_dir) -> None:
+    """Record `data_dir` as the data set the run trained on (what the page checks and compares against)."""
+    from engine.utils import atomic_write_json, read_json
+
+    atomic_write_json(run_dir / "config.json", {**read_json(run_dir / "config.json"), "data": str(data_dir)})
 
 
 def test_evaluate_page_without_runs(monkeypatch):
@@ -78,3 +88,168 @@ def test_running_job_shows_progress(monkeypatch, evaluated):
     assert not at.exception, at.exception
     bars = at.get("progress")
     assert len(bars) == 1 and "kid (2/3)" in bars[0].proto.text
+
+
+def _copy_report(run_dir, report, rid, step, **changes):
+    from engine.utils import atomic_write_json
+
+    new = {**report, "id": rid, "checkpoint": {**report["checkpoint"], "step": step}, **changes}
+    atomic_write_json(run_dir / "eval" / f"{rid}.json", new)
+    return new
+
+
+def _chart(at, title):
+    import json
+
+    for c in at.get("plotly_chart"):
+        spec = json.loads(c.proto.spec)
+        if (spec["layout"].get("title") or {}).get("text") == title:
+            return spec
+    raise AssertionError(f"no chart titled {title!r}")
+
+
+def test_form_blocked_without_classifier_offers_training(monkeypatch, evaluated):
+    run_dir, _ = evaluated
+    data_dir = Path(read_json(run_dir / "config.json")["data"])
+    (data_dir / "classifier.pt").unlink()
+    at = _app(monkeypatch)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Cannot start an evaluation yet" in w.value and "classifier" in w.value for w in at.warning)
+    assert next(b for b in at.button if b.label == "Start evaluation").disabled
+    with mock.patch("engine.metrics.classifier_jobs.start_classifier", return_value="j1") as start:
+        at.button(key="eval_train_classifier").click()
+        at.run()
+    assert not at.exception, at.exception
+    start.assert_called_once_with(str(data_dir))
+    # another feature space does not need the classifier: the form opens
+    at.selectbox(key="eval_features").set_value("inception")
+    at.run()
+    assert not next(b for b in at.button if b.label == "Start evaluation").disabled
+
+
+def test_form_shows_classifier_training_progress(monkeypatch, evaluated):
+    import os
+    import time
+
+    from engine.data import jobs as data_jobs
+    from engine.utils import atomic_write_json
+
+    run_dir, _ = evaluated
+    data_dir = Path(read_json(run_dir / "config.json")["data"])
+    (data_dir / "classifier.pt").unlink()
+    jd = data_jobs.jobs_root() / "20990101-000000-x-classifier"
+    jd.mkdir(parents=True)
+    atomic_write_json(jd / "status.json", {"state": "queued", "kind": "classifier", "out": str(data_dir.resolve()),
+                                           "pid": os.getpid(), "started_at": time.time() - 10})
+    atomic_write_json(jd / "progress.json", {"state": "running", "done": 10, "total": 20, "message": "epoch 5/10",
+                                             "train_started_at": time.time() - 10})
+    at = _app(monkeypatch)
+    at.run()
+    assert not at.exception, at.exception
+    text = [b.proto.text for b in at.get("progress")]
+    assert any(t.startswith("Domain classifier: training · step 10 / 20 · 50 % · ETA") for t in text), text
+    assert next(b for b in at.button if b.label == "Start evaluation").disabled
+    assert not [b for b in at.button if b.key == "eval_train_classifier"]
+
+
+def test_form_blocked_without_data_set(monkeypatch):
+    from engine.utils import runs_root
+    from tests.fixtures_runs import make_tiny_run
+
+    make_tiny_run(runs_root())  # trained on the 16 px demo set, which is not prepared here
+    at = _app(monkeypatch)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("is not prepared" in w.value for w in at.warning)
+    assert next(b for b in at.button if b.label == "Start evaluation").disabled
+    assert any("Data page" in link.proto.label for link in at.get("page_link"))
+
+
+def test_no_checkpoint_links_to_train(monkeypatch):
+    from engine.utils import runs_root
+
+    (runs_root() / "r0").mkdir(parents=True)
+    at = _app(monkeypatch)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("No run with a checkpoint" in i.value for i in at.info)
+    assert any(link.proto.label == "Train a run" for link in at.get("page_link"))
+
+
+def test_failed_report_is_shown_failed_and_not_plotted(monkeypatch, evaluated):
+    run_dir, report = evaluated
+    err = {"error": "classifier file not found: x. Train it with `python -m engine train-classifier ...`"}
+    _copy_report(run_dir, report, "20990101-000000", 99, metrics={"fid": err, "kid": err, "pr": err},
+                 state="failed", n_generated=0)
+    at = _app(monkeypatch)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key=f"eval_report_{run_dir.name}").value == "20990101-000000"  # the newest
+    [e] = [e for e in at.error if "every metric failed" in e.value]
+    assert e.value.count("train-classifier") == 1  # the error once, naming fid, kid, pr
+    assert not at.metric  # no headline of "—"s
+    hist = at.dataframe[-1].value
+    assert list(hist["step"]) == [report["checkpoint"]["step"]]  # the failed report is not a history point
+    spec = _chart(at, "Over training")
+    assert all(99 not in [round(x) for x in t["x"]] for t in spec["data"])
+
+
+def test_new_report_is_selected_when_it_appears(monkeypatch, evaluated):
+    run_dir, report = evaluated
+    _copy_report(run_dir, report, "20000101-000000", 4)  # an older report
+    at = _app(monkeypatch)
+    at.run()
+    key = f"eval_report_{run_dir.name}"
+    assert at.selectbox(key=key).value == report["id"]
+    at.selectbox(key=key).set_value("20000101-000000")  # the user looks at the old one
+    at.run()
+    assert at.selectbox(key=key).value == "20000101-000000"
+    _copy_report(run_dir, report, "20990101-000000", 8)  # a job finished: its report is the one shown
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key=key).value == "20990101-000000"
+    at.selectbox(key=key).set_value("20000101-000000")  # and the user can still pick another
+    at.run()
+    assert at.selectbox(key=key).value == "20000101-000000"
+
+
+def test_running_first_job_progress_percent_eta_and_no_empty_text(monkeypatch):
+    import time
+
+    from engine.metrics.jobs import JobStatus
+    from engine.utils import runs_root
+    from tests.fixtures_runs import make_tiny_run
+
+    run_dir = make_tiny_run(runs_root())
+    st = JobStatus(run_dir / "eval" / "jobs" / "20990101-000000.json")
+    st.set("running", force=True, progress=0.25, message="fid (1/3)", started_at=time.time() - 60)
+    at = _app(monkeypatch)
+    at.run()
+    assert not at.exception, at.exception
+    [bar] = [b.proto.text for b in at.get("progress") if b.proto.text.startswith("Evaluation")]
+    assert bar == "Evaluation 20990101-000000: 25 % · ETA 3 min · fid (1/3)"
+    assert not [i for i in at.info if "No evaluation of this run yet" in i.value]
+
+
+def test_history_chart_is_readable(monkeypatch, evaluated):
+    run_dir, report = evaluated
+    _copy_report(run_dir, report, "20000101-000000", 4)
+    _copy_report(run_dir, report, "20000101-000001", 4)  # two reports of one step
+    at = _app(monkeypatch)
+    at.run()
+    assert not at.exception, at.exception
+    spec = _chart(at, "Over training")
+    lay = spec["layout"]
+    axes = sorted(k for k in lay if k.startswith("yaxis"))
+    titles = [a["text"] for a in lay["annotations"]]
+    assert titles[:3] == ["FID", "KID (± std over subsets)", "precision / recall"] and len(axes) == len(titles)
+    assert {t["yaxis"] for t in spec["data"]} == {("y" + k[5:]) for k in axes}  # a y axis per panel
+    assert lay["xaxis"]["tickvals"] == [4, 8] and all(isinstance(v, int) for v in lay["xaxis"]["tickvals"])
+    assert lay["legend"]["x"] > 1  # outside the plot area
+    symbols = [t["marker"]["symbol"] for t in spec["data"]]
+    assert len(set(symbols)) == min(len(symbols), 6)
+    pr = [t for t in spec["data"] if t["name"] in ("precision", "recall")]
+    assert len(pr) == 2 and pr[0]["x"] != pr[1]["x"]  # side by side, not on top of each other
+    fid = next(t for t in spec["data"] if t["name"] == "FID")
+    assert len(set(fid["x"])) == 3 and [round(x) for x in fid["x"]] == [4, 4, 8] and fid["x"][2] == 8  # apart

@@ -1,0 +1,72 @@
+"""The lab's pages in their order, the built-in demo set's settings, and the "next step" hint each page
+ends with. Streamlit-side only (engine/ never imports this).
+
+Icons: `:material/...:` icons of st.Page and st.page_link are drawn from the Material Symbols font that
+Streamlit serves itself; only the *favicon* of st.set_page_config is fetched from fonts.gstatic.com when
+given as a Material icon (and from a CDN when given as an emoji), so the favicon is a local file.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parent
+FAVICON = ROOT / "assets" / "favicon.png"
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    path: str       # relative to app.py, as st.Page and st.page_link take it
+    title: str
+    icon: str
+    url_path: str
+
+
+# The four steps of the lab, in order: data -> train -> samples / style mixing -> evaluate.
+PAGES = (
+    PageInfo("pages/home.py", "Home", ":material/home:", "home"),
+    PageInfo("pages/data.py", "Data", ":material/dataset:", "data"),
+    PageInfo("pages/train.py", "Train", ":material/model_training:", "train"),
+    PageInfo("pages/samples.py", "Samples", ":material/photo_library:", "samples"),
+    PageInfo("pages/style_mixing.py", "Style mixing", ":material/tune:", "style_mixing"),
+    PageInfo("pages/evaluate.py", "Evaluate", ":material/analytics:", "evaluate"),
+)
+BY_PATH = {p.path: p for p in PAGES}
+
+
+def st_pages() -> list:
+    """st.Page objects for st.navigation; Home is the default (the app's root URL)."""
+    return [st.Page(p.path, title=p.title, icon=p.icon, url_path=p.url_path, default=p.url_path == "home")
+            for p in PAGES]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    size: int
+    per_class: int
+    seed: int
+
+
+def demo_settings() -> DemoSettings:
+    """The demo set the app prepares on its first start: `histosynth` at 64 px, 200 patches per class.
+    HISTOGEN_DEMO_SIZE / HISTOGEN_DEMO_PER_CLASS (the `size` / `per_class` of `engine prepare`) make it
+    smaller, e.g. for the browser test on a 2-core CI box."""
+    def _int(name: str, default: int) -> int:
+        raw = os.environ.get(name, "").strip()
+        try:
+            return int(raw) if raw else default
+        except ValueError:
+            return default
+
+    return DemoSettings(size=_int("HISTOGEN_DEMO_SIZE", 64), per_class=_int("HISTOGEN_DEMO_PER_CLASS", 200),
+                        seed=0)
+
+
+def next_step(page: str, text: str) -> None:
+    """The hint a page ends with: a link to the page that usually comes next (`page` is its path)."""
+    info = BY_PATH[page]
+    st.divider()
+    st.page_link(page, label=f"Next · {info.title}: {text}", icon=":material/arrow_forward:")
