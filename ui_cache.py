@@ -64,15 +64,9 @@ def _mtime(entry: dict) -> float:
     return (p / "generator.safetensors" if p.is_dir() else p).stat().st_mtime
 
 
-def _default_entry(state: str, entries: list[dict]) -> dict:
-    # What load_generator(step=None) picks: the export of a finished run, else the newest checkpoint.
-    kinds = ["export", "checkpoint"] if state == "finished" else ["checkpoint", "export"]
-    return next(e for k in kinds for e in entries if e["kind"] == k)
-
-
 def pick_generator(key: str):
     """Run and checkpoint selectors; returns (G, meta, run status) or None after explaining why."""
-    runs = [(r, sampling.list_checkpoints(r.run_dir)) for r in jobs.list_runs()]
+    runs = [(r, sampling.checkpoint_choices(r.run_dir, r.state == "finished")) for r in jobs.list_runs()]
     runs = [(r, e) for r, e in runs if e]
     if not runs:
         st.info(f"No run with a checkpoint under `{runs_root()}` yet. {EMPTY_HELP}")
@@ -83,11 +77,14 @@ def pick_generator(key: str):
                        format_func=lambda i: next(f"{i}  ({r.state}, step {r.step})" for r, _ in runs
                                                   if r.run_id == i))
     run, entries = next((r, e) for r, e in runs if r.run_id == rid)
-    latest = _default_entry(run.state, entries)
-    labels = [f"latest: {latest['label']}"] + [e["label"] for e in entries]
-    choice = c2.selectbox("checkpoint", labels, key=f"{key}_ckpt_{rid}",
-                          help="the export of a finished run, else the newest checkpoint's G_ema")
-    entry = latest if choice == labels[0] else entries[labels.index(choice) - 1]
+    # Each step once: the default entry is offered as "latest · ..." at the top. When a newer step appears
+    # its label changes and the picker falls back to the top (it keeps following the newest); a step
+    # picked by hand keeps its label and stays picked.
+    latest = next(e for e in entries if e["default"])
+    rest = [e for e in entries if e is not latest]
+    labels = [f"latest · {latest['label']}"] + [e["label"] for e in rest]
+    choice = c2.selectbox("checkpoint", labels, key=f"{key}_ckpt_{rid}", help=sampling.KIND_HELP)
+    entry = latest if choice == labels[0] else rest[labels.index(choice) - 1]
     device = pick_device("auto")
     try:
         mtime = _mtime(entry)
@@ -96,6 +93,33 @@ def pick_generator(key: str):
         st.error(f"Could not load {entry['label']} of run {rid}: {e}")
         return None
     return G, dict(meta, mtime=mtime), run
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _real_tiles(data_dir: str, mtime: float, classes: tuple[str, ...], n: int, size: int) -> dict:
+    from engine.data.dataset import load_prepared, real_tiles
+
+    data = load_prepared(data_dir)
+    return {c: real_tiles(data, c, n, seed=0, size=size) for c in classes if c in data.class_names}
+
+
+def real_tiles_of_run(run_dir, classes: list[str], n: int, size: int) -> tuple[dict, str]:
+    """({class: uint8 tiles} from the eval split of the run's data set, note for the user). Cached by
+    the data set's dataset.json mtime (a re-prepared set is read again); the note says which data set
+    was used, or why there are no real tiles (missing data set, classes it lacks)."""
+    from engine.config import ConfigError
+    from engine.data.dataset import run_data_dir
+
+    d = run_data_dir(run_dir)
+    try:
+        tiles = _real_tiles(str(d), (d / "dataset.json").stat().st_mtime, tuple(classes), int(n), int(size))
+    except (FileNotFoundError, ConfigError) as e:
+        return {}, f"No real tiles: the run's data set `{d}` cannot be read ({e})."
+    missing = [c for c in classes if c not in tiles]
+    note = f"Real tiles: the `eval` split of `{d}`, resized to {size} px as in training."
+    if missing:
+        note += f" Not in that data set: {', '.join(missing)}."
+    return tiles, note
 
 
 def upscale(img: np.ndarray, min_px: int = 192) -> np.ndarray:

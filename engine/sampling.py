@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from engine.config import ConfigError
+from engine.data.dataset import run_data_dir
 from engine.train.checkpoint import load_generator_export
 from engine.train.checkpoint import list_checkpoints as _ckpt_files
 from engine.train.grid import png_bytes, tile, to_uint8
@@ -110,6 +111,39 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[dict]:
         s = int(meta.get("step", 0))
         out.append({"label": f"step {s} (export)", "step": s, "path": str(d / "exports"), "kind": "export"})
     return sorted(out, key=lambda e: (e["step"], e["kind"] == "export"), reverse=True)
+
+
+# What the two kinds of file are, in the words the pickers show (Samples, Style mixing).
+KIND_HELP = ("**export**: the EMA generator's weights alone, `exports/generator.safetensors` (+ "
+             "`generator.json`): the file to share or to use for inference, rewritten at every snapshot "
+             "and when the run ends. **checkpoint**: a full training snapshot, `checkpoints/step_*.pt` "
+             "(both networks, optimisers, EMA, data position) from which a run resumes; its EMA generator is "
+             "what is sampled. At the same step both hold the same EMA weights, so each step is listed once. "
+             "**latest** follows the newest step while a run is going (the export once it finished).")
+
+
+def checkpoint_choices(run_dir: str | os.PathLike, finished: bool | None = None) -> list[dict]:
+    """`list_checkpoints`, one entry per step (newest first): what a picker offers.
+
+    A step with both a checkpoint and an export appears once, as the file `load_generator(step=None)`
+    prefers (the export when the run finished, else the checkpoint): both hold the same G_ema, so two
+    entries would be the same step twice. Each entry gets "label" ("step 8 · export") and "default"
+    (True for the one `load_generator(step=None)` loads). `finished` defaults to the run's status.json.
+    """
+    d = Path(run_dir)
+    if finished is None:
+        finished = (read_json(d / "status.json") or {}).get("state") == "finished"
+    prefer = "export" if finished else "checkpoint"
+    by_step: dict[int, dict] = {}
+    for e in list_checkpoints(d):
+        if e["step"] not in by_step or e["kind"] == prefer:
+            by_step[e["step"]] = e
+    out = [dict(e, label=f"step {s} · {e['kind']}", default=False)
+           for s, e in sorted(by_step.items(), reverse=True)]
+    if out:
+        kinds = ["export", "checkpoint"] if finished else ["checkpoint", "export"]
+        next(e for k in kinds for e in out if e["kind"] == k)["default"] = True
+    return out
 
 
 def _class_names(run_dir: Path, cfg: dict, num_classes: int) -> list[str]:
@@ -240,6 +274,26 @@ def class_grid(G: nn.Module, classes: list[int], seeds: list[int], truncation: f
     return tile(images, rows=len(classes))
 
 
+def real_grid(run_dir: str | os.PathLike, classes: list[str], per_class: int, seed: int = 0,
+              size: int | None = None) -> np.ndarray:
+    """One row per class of real eval-split patches of the run's data set, resized to `size` (e.g. the
+    generator's res); a class with fewer patches leaves its row's end blank. ConfigError when the data
+    set is missing or lacks a class."""
+    from engine.data.dataset import load_prepared, real_tiles
+
+    d = run_data_dir(run_dir)
+    try:
+        data = load_prepared(d)
+    except FileNotFoundError as e:
+        raise ConfigError(f"real_per_class: {e}") from None
+    rows, px = [], size or data.size
+    for c in classes:
+        t = real_tiles(data, c, per_class, seed, size=px)
+        pad = np.full((per_class - len(t), px, px, 3), 255, np.uint8)
+        rows.append(np.concatenate([t, pad]))
+    return tile(np.concatenate(rows), rows=len(classes))
+
+
 def sample_filename(i: int, record: dict) -> str:
     return f"{i:05d}_{record['class']}_seed{record['seed']}.png"
 
@@ -351,6 +405,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--noise-mode", default="const", choices=("const", "random", "none"))
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--real-per-class", type=int, default=0,
+                   help="also write real_grid.png: this many real patches per class from the eval split of "
+                        "the run's data set (config.json `data`), to compare with grid.png by eye")
     p.add_argument("--donor", default=None, help="style mixing: donor CLASS:SEED; every sample becomes a mix")
     p.add_argument("--crossover", type=int, default=None, help="style mixing: layers >= this from the donor")
     p.add_argument("--mix", default=None, help="style mixing: per-layer donor weights, comma separated")
@@ -359,6 +416,8 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"truncation must lie in [0, 1], got {a.truncation}")
     if not Path(a.run_dir).is_dir():
         raise ConfigError(f"run_dir: {a.run_dir} is not a directory")
+    if not 0 <= a.real_per_class <= MAX_SEEDS:
+        raise ConfigError(f"real_per_class must lie in 0..{MAX_SEEDS}, got {a.real_per_class}")
     try:
         G, meta = load_generator(a.run_dir, a.step, device=a.device)
     except (FileNotFoundError, ValueError) as e:
@@ -385,11 +444,16 @@ def main(argv: list[str]) -> int:
         atomic_write_bytes(out / sample_filename(i, r), png_bytes(img))
     atomic_write_text(out / "manifest.csv", manifest_csv(records, meta["step"]))
     atomic_write_bytes(out / "grid.png", png_bytes(tile(images, rows=len(classes))))
+    if a.real_per_class:
+        real = real_grid(a.run_dir, [names[c] for c in classes], a.real_per_class, size=meta["res"])
+        atomic_write_bytes(out / "real_grid.png", png_bytes(real))
+        print(f"wrote real_grid.png: {a.real_per_class} real patches per class from the eval split of "
+              f"{run_data_dir(a.run_dir)}")
     print(f"wrote {len(images)} images, manifest.csv and grid.png to {out} "
           f"(run {Path(a.run_dir).name}, step {meta['step']}, {meta['kind']})")
     return 0
 
 
-__all__ = ["list_checkpoints", "load_generator", "generate", "class_grid", "export_zip", "layer_groups",
+__all__ = ["list_checkpoints", "checkpoint_choices", "load_generator", "generate", "class_grid", "export_zip", "layer_groups",
            "style_mix", "style_mix_batch", "parse_seeds", "parse_classes", "manifest_csv", "png_bytes",
            "seed_z", "take_seeds", "tile"]

@@ -6,6 +6,7 @@ import time
 import streamlit as st
 
 import ui_cache
+import ui_nav
 from engine import sampling
 
 ui_cache.require_frame()
@@ -82,3 +83,4 @@ st.caption(f"run `{run.run_id}`, step {meta['step']} ({meta['kind']}); rendered 
 st.download_button("Download mixed PNG", sampling.png_bytes(panel[2]),
                    file_name=f"{run.run_id}_mix_{src_class}{src[1]}_{dst_class}{dst[1]}.png", mime="image/png",
                    icon=":material/download:")
+ui_nav.next_step("pages/evaluate.py", "measure FID / KID per class against the real patches")

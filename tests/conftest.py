@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# Real H&E tiles (Kather et al. 2018, CC-BY 4.0; see tests/data/README.md) ship with the repository, so
+# no test depends on a folder outside the checkout.
+TEST_DATA = ROOT / "tests" / "data"
 sys.path.insert(0, str(ROOT))
 
 
@@ -30,6 +32,7 @@ def _isolated_roots(tmp_path, monkeypatch):
 
 @pytest.fixture
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared example data not found at {SHARED_DATA}")
-    return SHARED_DATA
+    """The real example tiles: nct_examples/NORM/*.tif (1 original tile) and nct_figure_crops/<CLASS>/*.png
+    (2 per class, 9 classes). They are part of the repository, so a missing folder is an error, not a skip."""
+    assert TEST_DATA.is_dir(), f"real example tiles missing at {TEST_DATA} (they ship with the repository)"
+    return TEST_DATA

@@ -7,6 +7,7 @@ The trainer's fast path skips the Dataset: take index batches from BalancedClass
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -75,6 +76,47 @@ class PreparedData:
 def load_prepared(path: str | os.PathLike) -> PreparedData:
     """Open a prepared data set; FileNotFoundError / ConfigError naming the path and the prepare command."""
     return PreparedData(path)
+
+
+def real_tiles(data_dir: str | os.PathLike | PreparedData, class_name: str, n: int, seed: int = 0,
+               split: str = "eval", size: int | None = None) -> np.ndarray:
+    """Up to `n` real patches of one class from a prepared data set, as a (k, H, W, 3) uint8 array
+    (k = min(n, what the split holds of that class)).
+
+    The default split is `eval`, the real side every metric compares generated patches with, so the
+    tiles a user judges by eye are the ones the numbers are about. A seeded choice (the same tiles for the
+    same arguments, whatever else is asked), in data-set order; only those k patches are read from the
+    memory map. `size` resizes them as the trainer does (bilinear, antialiased), e.g. to a generator's
+    res, so that real and generated patches are compared at the same scale. ConfigError for a class or
+    split the data set does not have.
+    """
+    data = data_dir if isinstance(data_dir, PreparedData) else load_prepared(data_dir)
+    if split not in data.splits:
+        raise ConfigError(f"split must be one of: {', '.join(SPLITS)} (got {split!r})")
+    if class_name not in data.class_names:
+        raise ConfigError(f"class {class_name!r} is not in data set {data.root} "
+                          f"(classes: {', '.join(data.class_names)})")
+    idx = data.splits[split]
+    idx = idx[data.labels[idx] == data.class_names.index(class_name)]
+    k = max(0, min(int(n), len(idx)))
+    rng = np.random.default_rng([int(seed), zlib.crc32(class_name.encode("utf-8", "backslashreplace"))])
+    pick = np.sort(rng.choice(idx, k, replace=False)) if k else idx[:0]
+    tiles = np.array(data.images[pick], dtype=np.uint8).reshape(k, data.size, data.size, 3)
+    if size is None or size == data.size or k == 0:
+        return tiles
+    x = torch.nn.functional.interpolate(uint8_to_float(tiles), size=(size, size), mode="bilinear",
+                                        antialias=True, align_corners=False)
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def run_data_dir(run_dir: str | os.PathLike) -> Path:
+    """The prepared data set a run trains on: config.json's `data`, else the histosynth demo at its res
+    (what the trainer uses when `data` is empty)."""
+    cfg = read_json(Path(run_dir) / "config.json", None) or {}
+    if cfg.get("data"):
+        return Path(cfg["data"])
+    # the size engine.train.data.load_training_data prepares the demo at (histosynth renders 32-256 px)
+    return default_demo_dir(min(max(int(cfg.get("res") or 64), 32), 256))
 
 
 def uint8_to_float(batch: torch.Tensor | np.ndarray, device: str | torch.device | None = None) -> torch.Tensor:

@@ -29,7 +29,7 @@ import numpy as np
 from engine import config as C
 from engine.config import ConfigError, PrepareConfig
 from engine.data import quality
-from engine.data.sources import IMAGE_EXTS, Reject, Source, fit_square, open_source
+from engine.data.sources import IMAGE_EXTS, Reject, Source, display_name, fit_square, open_source
 from engine.utils import data_root, fsync_dir, read_json
 
 SPLITS = ("train", "val", "test", "eval")
@@ -215,7 +215,8 @@ def _write(cfg: PrepareConfig, src: Source, normalizer, tmp: Path, progress: Pro
     def reject(reason: str, ref: str, detail: str = "") -> None:
         rejected[reason] += 1
         if len(examples[reason]) < MAX_EXAMPLES:
-            examples[reason].append(f"{ref} ({detail})" if detail else ref)
+            ref = display_name(ref)  # dataset.json and the summary are UTF-8 text (see display_name)
+            examples[reason].append(f"{ref} ({display_name(detail)})" if detail else ref)
 
     for reason, ref in src.skipped:
         reject(reason, ref)
@@ -241,7 +242,7 @@ def _write(cfg: PrepareConfig, src: Source, normalizer, tmp: Path, progress: Pro
                 progress(k, total, f"{src.class_names[c]}: {n} kept, {sum(rejected.values())} rejected")
     images.flush()
     del images
-    where = src.root or src.name
+    where = display_name(src.root) if src.root else src.name
     if n == 0 and not rejected:
         raise ConfigError(f"nothing usable in {where}: its class folders hold no image files "
                           f"({', '.join(IMAGE_EXTS)})")
@@ -266,7 +267,8 @@ def _write(cfg: PrepareConfig, src: Source, normalizer, tmp: Path, progress: Pro
     with open(tmp / "files.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["index", "split", "class", "source"])
-        w.writerows((i, split_of[i], class_names[labels_a[i]], refs[i]) for i in range(n))
+        # display_name: a file name that is not valid UTF-8 is written escaped instead of crashing here
+        w.writerows((i, split_of[i], class_names[labels_a[i]], display_name(refs[i])) for i in range(n))
 
     info = {
         "format": 1,

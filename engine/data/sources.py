@@ -29,6 +29,14 @@ HISTOSYNTH_PER_CLASS = 200  # histosynth patches per class when per_class is 0 (
 READ_REASONS = ("empty", "not_image", "unreadable", "too_small", "too_large", "outside_class_folder")
 
 
+def display_name(name: str | os.PathLike) -> str:
+    """A file or folder name as valid UTF-8 text: bytes that are not UTF-8 (Latin-1 names on shared
+    drives) become `\\xe9`-style escapes. Python keeps such bytes in a str as lone surrogates, which
+    open() accepts but no UTF-8 writer (files.csv, JSON readers, the browser) does. Valid names are unchanged.
+    """
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 class Reject(Exception):
     """A file that cannot be used; `reason` is one of READ_REASONS, `detail` says why in words."""
 
@@ -224,7 +232,7 @@ def folder_source(path: str | os.PathLike, per_class: int = 0, seed: int = 0) ->
     if not root.is_dir():
         raise ConfigError(f"config field 'source': {root} is not a folder; expected <root>/<CLASS>/<images>")
     root = root.resolve()
-    skipped = [("outside_class_folder", str(p)) for p in sorted(root.iterdir())
+    skipped = [("outside_class_folder", display_name(p)) for p in sorted(root.iterdir())
                if p.is_file() and not p.name.startswith(".")]
     class_dirs = {p.name: p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
     if not class_dirs:
@@ -233,19 +241,22 @@ def folder_source(path: str | os.PathLike, per_class: int = 0, seed: int = 0) ->
     listed, empty = {}, []
     for name, d in class_dirs.items():
         images, others = _walk_images(d)
-        skipped += [("not_image", str(p)) for p in others]
+        skipped += [("not_image", display_name(p)) for p in others]
         if not images:
             empty.append(name)
             continue
         if per_class and len(images) > per_class:
             # A seeded subset, not the first N: files sorted by name are often grouped by patient/slide.
-            rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+            # fsencode: the folder's own bytes (the same as .encode() for UTF-8 names, and no crash otherwise)
+            rng = np.random.default_rng([seed, zlib.crc32(os.fsencode(name))])
             images = [images[i] for i in sorted(rng.choice(len(images), per_class, replace=False))]
-        listed[name] = images
+        # Class names are shown and stored as text, so they are made valid UTF-8; the item paths stay
+        # as the OS gave them, so that the files can still be opened.
+        listed[display_name(name)] = images
     names = class_order(list(listed))
     items = [(c, str(p)) for c, n in enumerate(names) for p in listed[n]]
-    return Source(name=f"folder:{root}", class_names=names, items=items, root=root, skipped=skipped,
-                  empty_classes=sorted(empty))
+    return Source(name=f"folder:{display_name(root)}", class_names=names, items=items, root=root,
+                  skipped=skipped, empty_classes=sorted(display_name(e) for e in empty))
 
 
 def open_source(source: str, per_class: int = 0, seed: int = 0, size: int = 64) -> Source:

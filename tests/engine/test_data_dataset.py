@@ -7,7 +7,7 @@ import torch
 
 from engine.config import ConfigError, PrepareConfig
 from engine.data.dataset import (BalancedClassSampler, PatchDataset, default_demo_dir, ensure_demo,
-                                 load_prepared, uint8_to_float)
+                                 load_prepared, real_tiles, run_data_dir, uint8_to_float)
 from engine.data.prepare import prepare
 
 
@@ -81,3 +81,37 @@ def test_class_descriptions_cover_the_nct_classes():
     desc = class_descriptions()
     assert set(CLASSES) <= set(desc)
     assert all(len(desc[c]) > 20 for c in CLASSES)
+
+
+def test_real_tiles_come_from_the_eval_split(tmp_path):
+    cfg = PrepareConfig(source="histosynth", size=32, per_class=30, eval_frac=0.2, out=str(tmp_path / "d"))
+    data = load_prepared(prepare(cfg))
+    c = data.class_names.index("TUM")
+    ev = data.splits["eval"][data.labels[data.splits["eval"]] == c]
+    assert len(ev) >= 3
+    t = real_tiles(data.root, "TUM", 3, seed=1)
+    assert t.shape == (3, 32, 32, 3) and t.dtype == np.uint8
+    pool = {data.images[i].tobytes() for i in ev}  # every tile is a TUM tile of the eval split
+    assert all(x.tobytes() in pool for x in t)
+    assert np.array_equal(t, real_tiles(data, "TUM", 3, seed=1))  # seeded
+    assert len({real_tiles(data, "TUM", 1, seed=s).tobytes() for s in range(6)}) > 1  # the seed picks
+    assert len(real_tiles(data, "TUM", 10_000)) == len(ev)  # no more than the split holds
+    assert len(real_tiles(data, "TUM", 0)) == 0
+    small = real_tiles(data, "TUM", 3, seed=1, size=16)  # at a generator's res, as the trainer resizes
+    assert small.shape == (3, 16, 16, 3) and small.dtype == np.uint8
+    assert abs(float(small.mean()) - float(t.mean())) < 3
+    with pytest.raises(ConfigError, match="class 'XYZ' is not in data set"):
+        real_tiles(data, "XYZ", 2)
+    with pytest.raises(ConfigError, match="split must be one of"):
+        real_tiles(data, "TUM", 2, split="holdout")
+
+
+def test_run_data_dir(tmp_path):
+    import json
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "config.json").write_text(json.dumps({"data": "/x/nct-64", "res": 64}))
+    assert str(run_data_dir(tmp_path / "a")) == "/x/nct-64"
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "config.json").write_text(json.dumps({"data": "", "res": 16}))
+    assert run_data_dir(tmp_path / "b") == default_demo_dir(32)  # the demo the trainer makes for res 16

@@ -73,8 +73,8 @@ def test_nct_figure_crops_prepared(shared_data, tmp_path):
     data = load_prepared(out)
     assert data.class_names == list(NCT_CLASSES)
     assert data.info["rejected"] == {}  # the default quality filter keeps every real tile, BACK included
-    assert np.bincount(data.labels).tolist() == [3] * 9
-    assert data.images.shape == (27, 32, 32, 3)
+    assert np.bincount(data.labels).tolist() == [2] * 9
+    assert data.images.shape == (18, 32, 32, 3)
     assert data.info["synthetic"] is False
 
 
@@ -177,3 +177,42 @@ def test_too_large_image_rejected_before_decoding(tmp_path, monkeypatch):
     with pytest.raises(Reject) as e:
         read_image(tmp_path / "big.png")
     assert e.value.reason == "too_large"
+
+
+def test_file_names_not_utf8_are_read_and_recorded(tmp_path):
+    """Shared drives hold names in Latin-1 & co.: Python sees them as str with lone surrogates, which
+    used to crash `prepare` with UnicodeEncodeError while writing files.csv, after all the work."""
+    import csv
+    import json
+    import os
+
+    from engine.data.prepare import summary_table
+
+    root = os.fsencode(tmp_path / "tree")
+    adi, odd_class = os.path.join(root, b"ADI"), os.path.join(root, b"ST\xd8R")  # 'STØR' in Latin-1
+    try:
+        os.makedirs(adi)
+        os.makedirs(odd_class)
+    except OSError:
+        pytest.skip("this file system refuses names that are not valid UTF-8")
+    for d, names in ((adi, [b"caf\xe9.png", b"ok.png"]), (odd_class, [b"\xff1.png", b"\xff2.png", b"3.png", b"4.png"])):
+        for i, n in enumerate(names):
+            with open(os.path.join(d, n), "wb") as f:
+                f.write(png_bytes(texture(40, 40, i)))
+    with open(os.path.join(adi, b"bad\xe9.png"), "wb") as f:
+        f.write(b"not a png")  # rejected: its name lands in rejected_examples, the summary and the CLI output
+    with open(os.path.join(adi, b"note\xe9.txt"), "wb") as f:
+        f.write(b"x")
+    out = prepare(PrepareConfig(source=f"folder:{os.fsdecode(root)}", size=32, per_class=3,
+                                out=str(tmp_path / "p")))  # per_class: the seeded subset of ST\xd8R
+    data = load_prepared(out)
+    assert np.bincount(data.labels).tolist() == [2, 3]  # every readable file was read, odd names included
+    rows = list(csv.DictReader(open(out / "files.csv", encoding="utf-8")))  # valid UTF-8 throughout
+    names = {r["source"].rsplit("/", 1)[1] for r in rows}
+    assert "caf\\xe9.png" in names and "ok.png" in names  # the undecodable byte is shown, not lost
+    assert data.class_names == ["ADI", "ST\\xd8R"]
+    info = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
+    json.dumps(info, ensure_ascii=False).encode("utf-8")  # no lone surrogates (they break UTF-8 writers)
+    assert info["rejected"] == {"unreadable": 1, "not_image": 1}
+    assert any("bad\\xe9.png" in e for e in info["rejected_examples"]["unreadable"])
+    summary_table(info).encode("utf-8")

@@ -47,6 +47,20 @@ def test_list_and_load_choose_export_or_checkpoint(run):
     assert metan["class_names"] == CLASS_NAMES and np.array_equal(S.generate(Gn, [0], [0])[0], b)
 
 
+def test_checkpoint_choices_list_each_step_once(run):
+    """The pickers' list: a step with a checkpoint and an export (same G_ema) appears once."""
+    fin = S.checkpoint_choices(run)
+    assert [(e["step"], e["kind"], e["label"], e["default"]) for e in fin] == \
+        [(8, "export", "step 8 · export", True), (4, "checkpoint", "step 4 · checkpoint", False)]
+    going = S.checkpoint_choices(run, finished=False)  # a run still going: its newest checkpoint
+    assert [(e["step"], e["kind"], e["default"]) for e in going] == [(8, "checkpoint", True), (4, "checkpoint", False)]
+    for finished, entries in ((True, fin), (False, going)):  # the default is what load_generator picks
+        st = read_json(run / "status.json")
+        atomic_write_json(run / "status.json", dict(st, state="finished" if finished else "running"))
+        assert S.load_generator(run)[1]["path"] == next(e["path"] for e in entries if e["default"])
+    assert "exports/generator.safetensors" in S.KIND_HELP and "checkpoint" in S.KIND_HELP
+
+
 def test_load_errors(run, tmp_path):
     with pytest.raises(FileNotFoundError, match="available steps: 8, 4$"):
         S.load_generator(run, step=5)
@@ -175,6 +189,23 @@ def test_cli_sample_and_style_mix(run, tmp_path, capsys):
     G4 = S.load_generator(run, step=4)[0]
     mixed = np.asarray(Image.open(out2 / next(csv.DictReader((out2 / "manifest.csv").open()))["file"]))
     assert np.array_equal(mixed, S.style_mix(G4, (5, 1), (8, 2), 2))
+
+    # real tiles to compare with: the eval split of the run's data set, at the generator's res
+    from engine.config import PrepareConfig
+    from engine.data.dataset import real_tiles
+    from engine.data.prepare import prepare
+
+    data = prepare(PrepareConfig(source="histosynth", size=32, per_class=20, eval_frac=0.2,
+                                 out=str(tmp_path / "data")))
+    cfg = read_json(run / "config.json")
+    atomic_write_json(run / "config.json", dict(cfg, data=str(data)))
+    out3 = tmp_path / "real"
+    assert main(["sample", "--run-dir", str(run), "--classes", "ADI,TUM", "--seeds", "0-2", "--real-per-class",
+                 "2", "--out", str(out3), "--device", "cpu"]) == 0
+    real = np.asarray(Image.open(out3 / "real_grid.png"))
+    assert real.shape == np.asarray(Image.open(out3 / "grid.png")).shape[:1] + (2 * 18 + 2, 3)
+    assert np.array_equal(real[2:18, 2:18], real_tiles(data, "ADI", 2, size=16)[0])
+    assert "real_grid.png" in capsys.readouterr().out
 
     assert main(["sample", "--run-dir", str(run), "--classes", "XYZ", "--out", str(out)]) == 2
     assert "unknown class 'XYZ'" in capsys.readouterr().err

@@ -30,12 +30,17 @@ def test_samples_page_tiny_run(monkeypatch):
     assert not at.exception, at.exception
     assert len(at.get("image")) == 9  # one row per class, all classes by default
     assert len(at.get("download_button")) == 2
-    assert at.selectbox(key="samples_ckpt_tiny").value.startswith("latest: step 8 (export)")
+    # no data set for this run: no real tiles, and the page says why
+    assert any("No real tiles" in c.value for c in at.caption)
+    ck = at.selectbox(key="samples_ckpt_tiny")
+    # each step once (step 8 has a checkpoint and an export: the same G_ema), and "export" explained
+    assert ck.value == "latest · step 8 · export"
+    assert ck.options == ["latest · step 8 · export", "step 4 · checkpoint"]
+    assert "exports/generator.safetensors" in ck.help and "full training snapshot" in ck.help
     # fewer classes, explicit seeds, another checkpoint
     at.multiselect[0].set_value(["ADI", "TUM"])
     at.text_input[0].set_value("3,5")
-    at.number_input[0].set_value(3)
-    at.selectbox(key="samples_ckpt_tiny").set_value("step 4 (checkpoint)")
+    ck.set_value("step 4 · checkpoint")
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert len(at.get("image")) == 2
@@ -43,7 +48,50 @@ def test_samples_page_tiny_run(monkeypatch):
     zf = zipfile.ZipFile(io.BytesIO(result["zip"]))
     rows = list(csv.DictReader(io.StringIO(zf.read("manifest.csv").decode())))
     assert [(r["class"], r["seed"], r["checkpoint_step"]) for r in rows] == \
-        [(c, s, "4") for c in ("ADI", "TUM") for s in ("3", "5", "6")]
+        [(c, s, "4") for c in ("ADI", "TUM") for s in ("3", "5")]
+
+
+def test_samples_page_seeds_decide_the_columns(monkeypatch):
+    """`0-5` gives 6 columns; it used to be padded to the per_class default of 8."""
+    make_tiny_run(runs_root())
+    at = _page(monkeypatch).run()
+    at.text_input[0].set_value("0-5")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    result = at.session_state["samples_result"]
+    assert result["images"].shape[0] == 9 * 6
+    assert [r["seed"] for r in csv.DictReader(io.StringIO(zipfile.ZipFile(io.BytesIO(result["zip"]))
+                                                          .read("manifest.csv").decode()))][:7] == \
+        ["0", "1", "2", "3", "4", "5", "0"]
+    at.text_input[0].set_value("0-64")
+    at.button[0].click().run()
+    assert any("more than 64 seeds" in e.value for e in at.error)
+
+
+def test_samples_page_real_tiles_beside_generated(monkeypatch, tmp_path):
+    """A gallery of real tiles per class from the eval split of the run's data set."""
+    from engine.config import PrepareConfig
+    from engine.data.prepare import prepare
+    from engine.utils import atomic_write_json, read_json
+
+    run = make_tiny_run(runs_root())
+    data = prepare(PrepareConfig(source="histosynth", size=32, per_class=20, eval_frac=0.2,
+                                 out=str(tmp_path / "data")))
+    atomic_write_json(run / "config.json", dict(read_json(run / "config.json"), data=str(data)))
+    at = _page(monkeypatch).run()
+    assert not at.exception, at.exception
+    assert len(at.get("image")) == 18  # per class: generated | real
+    assert any("eval" in c.value and str(data) in c.value for c in at.caption)
+    captions = [i.proto.imgs[0].caption for i in at.get("image")]
+    # 20 patches per class leave 3 in eval, fewer than the default 4: the caption says so
+    assert captions[:2] == ["ADI · generated", "ADI · real (eval split, all 3 it holds)"]
+    at.number_input[0].set_value(2)
+    at.button[0].click().run()
+    assert [i.proto.imgs[0].caption for i in at.get("image")][1] == "ADI · real (eval split)"
+    at.number_input[0].set_value(0)  # real_per_class 0: generated only
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert len(at.get("image")) == 9
 
 
 def test_samples_page_bad_seeds(monkeypatch):
