@@ -366,8 +366,21 @@ class TrainConfig:
                                    range=(0.0, None), label="freeze alpha after (kimg)")
     watchdog_threshold: float = opt(0.75, "saturation watchdog fires when mean |fake| exceeds this",
                                     range=(0.0, 1.0), label="watchdog threshold")
-    watchdog_factor: float = opt(0.5, "watchdog scales perceptual weight and alpha_max by this",
-                                 range=(0.0, 1.0), label="watchdog scale factor")
+    watchdog_factor: float = opt(0.9, "each watchdog firing multiplies the perceptual weight by this "
+                                      "(seed-001 spec 4.5: 0.9), down to watchdog_floor; in (0, 1]",
+                                 range=(0.0, 1.0), label="watchdog perceptual factor")
+    watchdog_floor: float = opt(0.005, "the watchdog never takes the perceptual weight below this "
+                                       "(spec 4.5: 0.005; a smaller configured weight is left as is)",
+                                range=(0.0, None), label="watchdog perceptual floor")
+    watchdog_alpha_factor: float = opt(0.95, "each watchdog firing multiplies alpha_max by this "
+                                             "(spec 4.5: 0.95), down to watchdog_alpha_floor; in (0, 1]",
+                                       range=(0.0, 1.0), label="watchdog alpha_max factor")
+    watchdog_alpha_floor: float = opt(0.1, "the watchdog never takes alpha_max below this (spec 4.5: "
+                                           "0.1; a smaller configured alpha_max is left as is)",
+                                      range=(0.0, None), label="watchdog alpha_max floor")
+    watchdog_log_every: int = opt(50, "steps between two logged watchdog events (it still acts at "
+                                      "every firing; spec 4.5: 50)", range=(1, None),
+                                  label="watchdog log every (steps)")
     # EMA generator and optimisers
     ema_kimg: float = opt(0.0, "G_ema half-life in kimg (0 = use ema_beta per step instead)",
                           range=(0.0, None), label="G_ema half-life (kimg)")
@@ -415,6 +428,14 @@ class TrainConfig:
         if self.batch % g:
             raise ConfigError(f"config field 'batch' must be a multiple of 'mbstd_group' "
                               f"({self.mbstd_group}) (got {self.batch})")
+        # Ranges are inclusive, so the open lower ends live here: 0 passed validation and then the
+        # gate or watchdog raised a bare ValueError when the run started.
+        for name in ("alpha_tau", "alpha_dalpha", "watchdog_threshold", "watchdog_factor",
+                     "watchdog_alpha_factor"):
+            if getattr(self, name) <= 0:
+                lo, hi = 0.0, self.__dataclass_fields__[name].metadata["range"][1]
+                raise ConfigError(f"config field '{name}' must be above {lo} and at most {hi} "
+                                  f"(got {getattr(self, name)!r})")
         if self.alpha_off >= self.alpha_on:
             raise ConfigError(f"config fields 'alpha_off' ({self.alpha_off}) must be below "
                               f"'alpha_on' ({self.alpha_on}) for the gate's hysteresis")

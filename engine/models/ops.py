@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 SQRT2 = math.sqrt(2.0)
 
@@ -268,10 +270,49 @@ class MappingNetwork(nn.Module):
 
 # ---------------------------------------------------------------- discriminator blocks
 
+class SpectralNorm(_SpectralNorm):
+    """torch's spectral-norm parametrization with a forward that never writes its buffers.
+
+    torch's own forward runs the power iteration in place on `_u`/`_v` on every train-mode call. Under
+    torch.compile that in-place update becomes part of the graph and the backward of an earlier D call
+    in the same step (fake, then real) finds its saved vector modified ("modified by an inplace
+    operation: [torch.FloatTensor [3]]", the from_rgb conv). Here forward only reads u and v, and
+    the power iteration is a separate step, `power_iteration(model)`, which the trainer runs once per
+    D update outside any compiled region, so eager and compiled training do exactly the same thing.
+    Buffers and state_dict keys are torch's (`parametrizations.weight.0._u` ...), so checkpoints of
+    either kind load into the other."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if weight.ndim == 1:
+            return F.normalize(weight, dim=0, eps=self.eps)
+        weight_mat = self._reshape_weight_to_matrix(weight)
+        u = self._u.clone(memory_format=torch.contiguous_format)
+        v = self._v.clone(memory_format=torch.contiguous_format)
+        return weight / torch.vdot(u, torch.mv(weight_mat, v))
+
+    @torch.no_grad()
+    def iterate(self, weight: torch.Tensor) -> None:
+        if weight.ndim > 1:
+            self._power_method(self._reshape_weight_to_matrix(weight), self.n_power_iterations)
+
+
 def sn(module: nn.Module) -> nn.Module:
-    """Spectral normalisation (parametrization API: keeps u/v as buffers, works with double backward;
-    the power iteration runs only in train mode)."""
-    return nn.utils.parametrizations.spectral_norm(module)
+    """Spectral normalisation of `module.weight` (parametrization API: u/v are buffers, works with
+    double backward and torch.compile). u/v move only in `power_iteration`, never in forward."""
+    parametrize.register_parametrization(module, "weight", SpectralNorm(module.weight))
+    return module
+
+
+@torch.no_grad()
+def power_iteration(model: nn.Module) -> None:
+    """One power-iteration step of every SpectralNorm in `model` (in place on u/v; call it outside
+    compiled code, before the forwards of a D update, never between a forward and its backward)."""
+    for m in model.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            plist = m.parametrizations.weight
+            for p in plist:
+                if isinstance(p, SpectralNorm):
+                    p.iterate(plist.original)
 
 
 class DownConv(nn.Module):

@@ -101,14 +101,21 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def update_w_avg(self, w, y, beta: float = 0.995) -> None:
-        """Per-class EMA of w; classes absent from y keep their average (no host sync, no branches)."""
+        """Per-class EMA of w; classes absent from y keep their average (no host sync, no branches).
+
+        A class's first batch sets its average outright instead of moving it 1 - beta of the way from
+        the zero it was built with: an EMA started at 0 is still beta**t of the way to 0 after t
+        updates (about 27 % after a default 5-kimg run), so truncation psi < 1 pulled toward a
+        shrunken mean. "Never updated" is "the row is exactly zero", which needs no extra state, so
+        exports and checkpoints keep their keys; a real mean of w is never exactly zero."""
         w = w.detach().float()
         if w.ndim == 3:
             w = w[:, 0]
         sums = torch.zeros_like(self.w_avg).index_add_(0, y, w)
         counts = torch.zeros(self.num_classes, device=w.device).index_add_(0, y, torch.ones_like(w[:, 0]))
         mean = sums / counts.clamp(min=1)[:, None]
-        new = self.w_avg.lerp(mean, 1 - beta)
+        fresh = (self.w_avg == 0).all(dim=1, keepdim=True)
+        new = torch.where(fresh, mean, self.w_avg.lerp(mean, 1 - beta))
         self.w_avg.copy_(torch.where(counts[:, None] > 0, new, self.w_avg))
 
     def mix_ws(self, w, w2, mixing_prob: float):

@@ -55,37 +55,56 @@ class AlphaGate:
         self.in_state, self.alpha_max = int(d["in_state"]), float(d["alpha_max"])
 
 
-class SaturationWatchdog:
-    """Detects G drifting into its output clamp (mean |fake| > threshold).
+def lower(value: float, factor: float, floor: float) -> float:
+    """value * factor, but not below `floor` (nor raised to it when value already lies below)."""
+    return max(min(value, floor), value * factor)
 
-    `check` returns an event dict when it fires; the trainer then multiplies the perceptual weight
-    and gate.alpha_max by `factor` (the dict's *_scale entries), calls gate.force_off() and logs it.
-    The domain head and perceptual loss are the usual culprits: they reward saturated colours the
-    frozen classifier finds very "H&E-like". With cooldown > 0 it fires at most once per `cooldown`
-    steps, so a lasting saturation does not drive the weights to 0 in a few steps.
+
+class SaturationWatchdog:
+    """Detects G drifting into its output clamp (mean |fake| > threshold), seed-001 spec 4.5.
+
+    `check` returns an event dict at every firing; the trainer then lowers the perceptual weight and
+    gate.alpha_max with `lower_weights` (x factor / x alpha_factor, never below floor / alpha_floor),
+    calls gate.force_off() and logs the event when its "log" entry is true: at most once every
+    `log_every` steps, so a lasting saturation does not flood events.jsonl. The domain head and
+    perceptual loss are the usual culprits: they reward saturated colours the frozen classifier finds
+    very "H&E-like". The floors matter: x0.5 with no floor took the perceptual weight from 0.01 to 1e-5
+    in ten firings, and it stayed there in every later checkpoint.
     """
 
-    def __init__(self, threshold=0.75, factor=0.5, cooldown=0):
-        if not (0 < threshold and 0 < factor <= 1 and cooldown >= 0):
-            raise ValueError(f"SaturationWatchdog needs threshold > 0, 0 < factor <= 1, cooldown >= 0; "
-                             f"got threshold={threshold}, factor={factor}, cooldown={cooldown}")
-        self.threshold, self.factor, self.cooldown = threshold, factor, int(cooldown)
-        self.events, self.last_step = 0, None
+    def __init__(self, threshold=0.75, factor=0.9, floor=0.005, alpha_factor=0.95, alpha_floor=0.1,
+                 log_every=50):
+        if not (0 < threshold and 0 < factor <= 1 and 0 < alpha_factor <= 1 and floor >= 0
+                and alpha_floor >= 0 and log_every >= 1):
+            raise ValueError(f"SaturationWatchdog needs threshold > 0, 0 < factor <= 1, "
+                             f"0 < alpha_factor <= 1, floors >= 0, log_every >= 1; got threshold="
+                             f"{threshold}, factor={factor}, alpha_factor={alpha_factor}, floor={floor}, "
+                             f"alpha_floor={alpha_floor}, log_every={log_every}")
+        self.threshold, self.factor, self.floor = threshold, factor, floor
+        self.alpha_factor, self.alpha_floor, self.log_every = alpha_factor, alpha_floor, int(log_every)
+        self.events, self.last_log_step = 0, None
 
     def check(self, fake_abs_mean: float, step: int) -> dict | None:
-        """Return an event dict if mean |fake| is above the threshold (and out of cooldown), else None."""
+        """An event dict if mean |fake| is above the threshold, else None; "log" says whether this
+        firing is to be logged (none in the `log_every` steps after the last logged one)."""
         fake_abs_mean = float(fake_abs_mean)
         if fake_abs_mean <= self.threshold:
             return None
-        if self.last_step is not None and step - self.last_step < self.cooldown:
-            return None
-        self.events, self.last_step = self.events + 1, int(step)
-        return {"step": int(step), "fake_abs_mean": fake_abs_mean, "perceptual_scale": self.factor,
-                "alpha_max_scale": self.factor, "events": self.events}
+        self.events += 1
+        log = self.last_log_step is None or step - self.last_log_step >= self.log_every
+        if log:
+            self.last_log_step = int(step)
+        return {"step": int(step), "fake_abs_mean": fake_abs_mean, "events": self.events, "log": log}
+
+    def lower_weights(self, perceptual_weight: float, alpha_max: float) -> tuple[float, float]:
+        """(perceptual weight, alpha_max) after one firing."""
+        return (lower(perceptual_weight, self.factor, self.floor),
+                lower(alpha_max, self.alpha_factor, self.alpha_floor))
 
     def state_dict(self) -> dict:
-        return {"events": self.events, "last_step": self.last_step}
+        return {"events": self.events, "last_log_step": self.last_log_step}
 
     def load_state_dict(self, d: dict) -> None:
         self.events = int(d["events"])
-        self.last_step = None if d["last_step"] is None else int(d["last_step"])
+        last = d.get("last_log_step", d.get("last_step"))  # "last_step": checkpoints before the floors
+        self.last_log_step = None if last is None else int(last)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict
+import json
 import math
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 
 from engine import losses as L
 from engine.config import ConfigError, TrainConfig
+from engine.models.ops import power_iteration
 from engine.train import dist
 from engine.train.checkpoint import rng_state, set_rng_state
 from engine.train.ema import ema_decay, make_ema, update_ema
@@ -33,11 +35,19 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
 
-def cosine_lr(total_steps: int, floor: float):
-    """LR multiplier: cosine from 1 to `floor` over the run, then flat."""
+def cosine_lr(total_steps: int, floor: float, segments: list | None = None):
+    """LR multiplier: cosine from 1 to `floor` over the run, then flat.
+
+    `segments` [(start_step, start_multiplier, end_step), ...] (default [(0, 1.0, total_steps)]): from
+    each start step on, a cosine from its multiplier down to `floor` at its end step. A resume that
+    changes `kimg` appends one (`lr_segments`), so the curve goes on from where it was instead of
+    jumping to the new run length's curve at the resume step."""
+    segs = [tuple(s) for s in (segments or [(0, 1.0, total_steps)])]
+
     def f(step: int) -> float:
-        t = min(step, total_steps) / max(1, total_steps)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+        s0, m0, s1 = next(s for s in reversed(segs) if step >= s[0] or s is segs[0])
+        t = min(max(step - s0, 0), max(s1 - s0, 0)) / max(1, s1 - s0)
+        return floor + (m0 - floor) * 0.5 * (1 + math.cos(math.pi * t))
     return f
 
 
@@ -80,7 +90,8 @@ class GanTrainer:
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, fused=fused)
         self.opt_d = torch.optim.Adam(self.d_params, lr=cfg.lr_d, betas=betas, fused=fused)
         self.total_steps = total_steps(cfg.kimg, cfg.batch)
-        lr_fn = cosine_lr(self.total_steps, cfg.lr_min_frac)
+        self.lr_segments = [(0, 1.0, self.total_steps)]  # see cosine_lr; state (a resume may add one)
+        lr_fn = cosine_lr(self.total_steps, cfg.lr_min_frac, self.lr_segments)
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, lr_fn)
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, lr_fn)
         fp16 = amp_dtype == torch.float16
@@ -91,7 +102,9 @@ class GanTrainer:
         self.ada = AdaController(cfg.ada_target, cfg.ada_kimg, cfg.ada_p_max, cfg.ada_freeze_kimg)
         self.gate = AlphaGate(cfg.alpha_on, cfg.alpha_off, cfg.alpha_max, cfg.alpha_tau, cfg.alpha_dalpha,
                               cfg.alpha_dwell, cfg.alpha_freeze_kimg)
-        self.watchdog = SaturationWatchdog(cfg.watchdog_threshold, cfg.watchdog_factor)
+        self.watchdog = SaturationWatchdog(cfg.watchdog_threshold, cfg.watchdog_factor, cfg.watchdog_floor,
+                                           cfg.watchdog_alpha_factor, cfg.watchdog_alpha_floor,
+                                           cfg.watchdog_log_every)
         self.stats_ema = L.RealStatsEMA()
         self.perceptual_scale = 1.0
         self.acc_ema: float | None = None
@@ -135,7 +148,10 @@ class GanTrainer:
         alpha = self.alpha_t if use_domain and self.gate.alpha != 0 else 0.0
         self.stats_ema.update(real)
 
-        # --- D: logistic/BCE on aug(real) vs aug(fake), drift, lazy R1 (every r1_every, x r1_every)
+        # --- D: logistic/BCE on aug(real) vs aug(fake), drift, lazy R1 (every r1_every, x r1_every).
+        # Spectral norm's power iteration: once per D update, here, outside compiled code (the
+        # forwards only read u/v; an in-place update inside a compiled graph broke its backward).
+        power_iteration(self.D)
         with torch.no_grad(), self.autocast():
             z = torch.randn(n, cfg.z_dim, device=self.device)
             fake = self.G_fwd(z, y, mixing_prob=cfg.mixing_prob)
@@ -239,10 +255,12 @@ class GanTrainer:
             self.gate.update(self.acc_ema, kimg)
         event = self.watchdog.check(fake_abs_sum / n_steps, step)
         if event is not None:
-            self.perceptual_scale *= event["perceptual_scale"]
-            self.gate.alpha_max *= event["alpha_max_scale"]
+            weight, self.gate.alpha_max = self.watchdog.lower_weights(
+                self.cfg.perceptual_weight * self.perceptual_scale, self.gate.alpha_max)
+            if self.cfg.perceptual_weight > 0:  # the scale is the state (checkpoints hold it)
+                self.perceptual_scale = weight / self.cfg.perceptual_weight
             self.gate.force_off()
-            if on_event is not None:
+            if on_event is not None and event.pop("log"):
                 on_event({"event": "saturation_watchdog", **event,
                           "perceptual_weight": self.cfg.perceptual_weight * self.perceptual_scale,
                           "alpha_max": self.gate.alpha_max})
@@ -276,7 +294,7 @@ class GanTrainer:
                 "watchdog": self.watchdog.state_dict(), "stats_ema": self.stats_ema.state_dict(),
                 "perceptual_scale": self.perceptual_scale, "acc_ema": self.acc_ema,
                 "mean_pl": self.mean_pl.detach().cpu(), "ctrl": self.ctrl.detach().cpu(),
-                "rng": rng_state()}
+                "lr_segments": [list(s) for s in self.lr_segments], "rng": rng_state()}
 
     def load_state_dict(self, d: dict) -> None:
         self.G.load_state_dict(d["G"])
@@ -286,6 +304,7 @@ class GanTrainer:
         self.opt_d.load_state_dict(d["opt_d"])
         self.sched_g.load_state_dict(d["sched_g"])
         self.sched_d.load_state_dict(d["sched_d"])
+        self._resume_lr_curve(d)
         if d.get("scaler_g"):
             self.scaler_g.load_state_dict(d["scaler_g"])
             self.scaler_d.load_state_dict(d["scaler_d"])
@@ -299,6 +318,23 @@ class GanTrainer:
         self.ctrl = d["ctrl"].to(self.device)
         self.alpha_t.fill_(self.gate.alpha)
         set_rng_state(d["rng"])
+
+    def _resume_lr_curve(self, d: dict) -> None:
+        """Keep the LR curve continuous when `kimg` changed since the checkpoint: from the resume step,
+        a cosine from the multiplier reached there down to the floor at the new last step."""
+        segs = d.get("lr_segments")
+        if segs is None:  # a checkpoint from before lr_segments: its run length is in its config
+            old = json.loads(d["config"]) if "config" in d else asdict(self.cfg)
+            segs = [(0, 1.0, total_steps(old["kimg"], old["batch"]))]
+        segs = [(int(a), float(m), int(b)) for a, m, b in segs]
+        step = int(d["sched_g"]["last_epoch"])
+        if segs[-1][2] != self.total_steps:
+            m = cosine_lr(segs[-1][2], self.cfg.lr_min_frac, segs)(step)
+            segs = [s for s in segs if s[0] < step] + [(step, m, self.total_steps)]
+        self.lr_segments = segs
+        fn = cosine_lr(self.total_steps, self.cfg.lr_min_frac, segs)
+        for sched in (self.sched_g, self.sched_d):
+            sched.lr_lambdas = [fn] * len(sched.optimizer.param_groups)
 
     def export_meta(self, class_names: list[str], step: int) -> dict:
         """generator.json: what `load_generator_export` needs to rebuild G_ema, plus labels."""

@@ -92,18 +92,38 @@ def test_gate_state_dict_weights_only():
 
 
 def test_watchdog_fires_above_threshold_only():
-    dog = SaturationWatchdog(threshold=0.75, factor=0.5)
+    dog = SaturationWatchdog(threshold=0.75, log_every=1)
     assert dog.check(0.5, 1) is None and dog.check(0.75, 2) is None
     ev = dog.check(0.8, 3)
-    assert ev == {"step": 3, "fake_abs_mean": 0.8, "perceptual_scale": 0.5, "alpha_max_scale": 0.5, "events": 1}
+    assert ev == {"step": 3, "fake_abs_mean": 0.8, "events": 1, "log": True}
     assert dog.check(torch.tensor(0.9), 4)["events"] == 2  # a 0-dim tensor is accepted too
 
 
-def test_watchdog_cooldown_and_state():
-    dog = SaturationWatchdog(cooldown=10)
-    assert dog.check(0.9, 100) is not None
-    assert dog.check(0.9, 105) is None
-    other = SaturationWatchdog(cooldown=10)
+def test_watchdog_acts_every_firing_but_logs_every_50_steps_and_state():
+    dog = SaturationWatchdog()
+    assert dog.log_every == 50
+    logged = [s for s in range(100, 300, 4) if dog.check(0.9, s)["log"]]
+    assert logged == [100, 152, 204, 256] and dog.events == 50
+    other = SaturationWatchdog()
     other.load_state_dict(roundtrip(dog.state_dict()))
-    assert other.check(0.9, 109) is None
-    assert other.check(0.9, 110)["events"] == 2
+    assert other.check(0.9, 305)["log"] is False and other.check(0.9, 306)["log"] is True
+    old = SaturationWatchdog()
+    old.load_state_dict({"events": 3, "last_step": 10})  # a checkpoint from before log_every
+    assert (old.events, old.last_log_step) == (3, 10)
+
+
+def test_watchdog_hundred_firings_leave_weights_at_their_floors():
+    # Old behaviour: x0.5 with no floor, 0.01 -> 1e-5 and alpha_max 0.5 -> 5e-4 in ten firings.
+    dog = SaturationWatchdog()
+    assert (dog.factor, dog.floor, dog.alpha_factor, dog.alpha_floor) == (0.9, 0.005, 0.95, 0.1)
+    perc, amax = 0.01, 0.5
+    perc1, amax1 = dog.lower_weights(perc, amax)
+    assert (perc1, amax1) == (pytest.approx(0.009), pytest.approx(0.475))
+    for s in range(100):
+        assert dog.check(0.9, s) is not None
+        perc, amax = dog.lower_weights(perc, amax)
+    assert perc == 0.005 and amax == 0.1
+    # a value configured below its floor is never raised to it
+    assert dog.lower_weights(0.001, 0.05) == (0.001, 0.05)
+    with pytest.raises(ValueError, match="factor"):
+        SaturationWatchdog(factor=0)

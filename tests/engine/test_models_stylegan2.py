@@ -257,3 +257,46 @@ def test_r1_double_backward_through_d():
 def test_minibatch_std_handles_odd_batch():
     D = make_d()
     assert D(torch.randn(3, 3, 16, 16), torch.tensor([0, 1, 2])).shape == (3,)
+
+
+def test_w_avg_starts_at_the_first_batch_not_at_zero():
+    # Old code: w_avg = 0.005 * mean after one update and still 27 % short after a default run, so
+    # truncation psi < 1 pulled toward a shrunken class mean.
+    G = make_g()
+    w, y = torch.randn(4, 32) + 3.0, torch.tensor([0, 0, 2, 2])
+    G.update_w_avg(w, y, beta=0.995)
+    assert torch.allclose(G.w_avg[0], w[:2].mean(0), atol=1e-6)
+    assert torch.allclose(G.w_avg[2], w[2:].mean(0), atol=1e-6)
+    assert torch.equal(G.w_avg[1], torch.zeros(32))      # absent class: still unset
+    w2 = torch.randn(2, 32)
+    G.update_w_avg(w2, torch.tensor([0, 1]), beta=0.995)  # class 0 now follows the EMA, class 1 starts
+    assert torch.allclose(G.w_avg[0], 0.995 * w[:2].mean(0) + 0.005 * w2[0], atol=1e-6)
+    assert torch.allclose(G.w_avg[1], w2[1], atol=1e-6)
+    # a constant w: the average is w itself from the first update on (old: 1 - 0.995**t of it)
+    G2 = make_g()
+    c = torch.full((3, 32), 2.0)
+    for _ in range(300):
+        G2.update_w_avg(c, torch.arange(3))
+    assert torch.allclose(G2.w_avg, c, atol=1e-5)
+
+
+def test_spectral_norm_forward_reads_u_v_and_power_iteration_moves_them():
+    from engine.models.ops import power_iteration, sn
+    torch.manual_seed(0)
+    conv = sn(torch.nn.Conv2d(3, 8, 3)).train()
+    sn_mod = conv.parametrizations.weight[0]
+    u0 = sn_mod._u.clone()
+    conv(torch.randn(1, 3, 8, 8))
+    assert torch.equal(sn_mod._u, u0)                     # forward never writes the buffers
+    with torch.no_grad():
+        conv.parametrizations.weight.original.mul_(torch.randn(8, 3, 3, 3))
+    power_iteration(conv)
+    assert not torch.equal(sn_mod._u, u0)
+    for _ in range(50):
+        power_iteration(conv)
+    with torch.no_grad():
+        sigma = torch.linalg.matrix_norm(conv.parametrizations.weight.original.flatten(1), 2)
+        assert torch.linalg.matrix_norm(conv.weight.flatten(1), 2).item() == pytest.approx(1.0, rel=1e-3)
+    assert set(conv.state_dict()) == {"bias", "parametrizations.weight.original",
+                                      "parametrizations.weight.0._u", "parametrizations.weight.0._v"}
+    assert sigma > 0

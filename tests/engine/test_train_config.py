@@ -84,3 +84,19 @@ def test_labels_and_offered_values():
         from engine.models.stylegan2 import _check_res
 
         _check_res(res)
+
+
+@pytest.mark.parametrize("field", ["alpha_tau", "alpha_dalpha", "watchdog_factor", "watchdog_threshold",
+                                   "watchdog_alpha_factor"])
+def test_zero_is_refused_where_the_controllers_need_a_positive_value(field):
+    # These passed validation (inclusive range 0..1) and then AlphaGate / SaturationWatchdog raised a
+    # bare ValueError when the run started.
+    with pytest.raises(ConfigError, match=rf"'{field}' must be above 0.0 and at most 1.0 \(got 0.0\)"):
+        C.validate(TrainConfig(**{field: 0.0}))
+    C.validate(TrainConfig(**{field: 1.0}))
+
+
+def test_watchdog_defaults_follow_the_spec():
+    cfg = C.validate(TrainConfig())
+    assert (cfg.watchdog_threshold, cfg.watchdog_factor, cfg.watchdog_floor, cfg.watchdog_alpha_factor,
+            cfg.watchdog_alpha_floor, cfg.watchdog_log_every) == (0.75, 0.9, 0.005, 0.95, 0.1, 50)

@@ -182,10 +182,19 @@ def test_watchdog_scales_weights_and_logs_event(tmp_path):
     events = []
     T.update_controls(step=2, kimg=0.016, on_event=events.append)
     assert events and events[0]["fake_abs_mean"] == pytest.approx(0.8) and events[0]["step"] == 2
-    assert T.perceptual_scale == 0.5 and T.gate.alpha_max == pytest.approx(cfg.alpha_max * 0.5)
+    assert T.perceptual_scale == pytest.approx(0.9) and T.gate.alpha_max == pytest.approx(cfg.alpha_max * 0.95)
+    assert events[0]["perceptual_weight"] == pytest.approx(0.009)
     assert T.gate.enabled is False
     assert T.acc_ema == pytest.approx(0.75) and T.ada.p == pytest.approx(8 / (cfg.ada_kimg * 1000))
     assert torch.equal(T.ctrl, torch.zeros(4))
+    # a hundred more firings: floors (0.005 perceptual, 0.1 alpha_max), one event logged per 50 steps
+    for k in range(100):
+        T.ctrl = torch.tensor([6.0, 8.0, 2 * 0.8, 2.0])
+        T.update_controls(step=4 + 2 * k, kimg=0.016, on_event=events.append)
+    assert T.perceptual_scale * cfg.perceptual_weight == pytest.approx(0.005)
+    assert T.gate.alpha_max == pytest.approx(0.1)
+    assert [e["step"] for e in events] == [2, 52, 102, 152, 202]
+    assert T.row_extras()["watchdog_events"] == 101
 
 
 @pytest.mark.slow
@@ -231,3 +240,47 @@ def test_empty_data_uses_the_histosynth_demo(tmp_path, data_dir, monkeypatch):
     assert loop.main(["--run-dir", str(run), *TINY, "--kimg", "0.008"]) == 0
     assert calls and calls[0]["size"] == 32  # histosynth's smallest size; the loader resizes to 16
     assert json.loads((run / "config.json").read_text())["data"] == str(data_dir)
+
+
+def test_changing_kimg_on_resume_keeps_the_lr_curve_continuous():
+    from engine import config as C
+    from engine.train.step import GanTrainer, cosine_lr
+
+    def trainer(kimg):
+        cfg = C.validate(C.TrainConfig(res=16, batch=8, z_dim=8, w_dim=8, n_mlp=1, channel_base=64,
+                                       channel_max=16, kimg=kimg))
+        return GanTrainer(cfg, num_classes=3, device=torch.device("cpu")), cfg
+
+    def lrs(T, n):  # lr_g after each of n more scheduler steps
+        out = []
+        for _ in range(n):
+            T.opt_g.step(); T.opt_d.step(); T.sched_g.step(); T.sched_d.step()
+            out.append(T.opt_g.param_groups[0]["lr"])
+        return out
+
+    A, cfg = trainer(0.8)                                       # 100 steps
+    before = lrs(A, 60)
+    state = A.state_dict()
+    state["config"] = json.dumps(C.to_dict(cfg))
+    B, cfg_b = trainer(1.6)                                     # resumed with twice the length
+    B.load_state_dict(state)
+    assert B.opt_g.param_groups[0]["lr"] == pytest.approx(before[-1])
+    after = lrs(B, 140)
+    # the old code jumped to the 200-step curve: lr_g went from 4e-4 * f100(60) to 4e-4 * f200(61)
+    jump_old = cfg.lr_g * abs(cosine_lr(200, cfg.lr_min_frac)(61) - cosine_lr(100, cfg.lr_min_frac)(60))
+    steps = [before[i + 1] - before[i] for i in range(59)]
+    assert abs(after[0] - before[-1]) <= max(abs(d) for d in steps) < jump_old / 10
+    assert all(b <= a + 1e-12 for a, b in zip(after, after[1:]))   # still decreasing
+    assert after[-1] == pytest.approx(cfg.lr_g * cfg.lr_min_frac)  # reaches the floor at the new end
+    assert after[-1 - 40] > cfg.lr_g * cfg.lr_min_frac * 1.01       # ... not before
+    assert B.sched_d.get_last_lr()[0] == pytest.approx(cfg.lr_d * cfg.lr_min_frac)
+    # a second resume at the same length keeps the two-piece curve; one without lr_segments (an old
+    # checkpoint) rebuilds the first piece from its config
+    state2 = B.state_dict()
+    C2, _ = trainer(1.6)
+    C2.load_state_dict(state2)
+    assert C2.lr_segments == B.lr_segments and len(B.lr_segments) == 2
+    del state["lr_segments"]
+    D, _ = trainer(1.6)
+    D.load_state_dict(state)
+    assert D.lr_segments == B.lr_segments
