@@ -28,7 +28,9 @@ SPACES = ("domain", "inception", "timm:<name>")
 METRIC_HELP = ("fid/kid/pr: distribution distances in the feature space; is: Inception Score (means little "
                "for H&E); lpips: intra-class diversity (LPIPS needs local AlexNet weights; the feature-space "
                "diversity is always computed); downstream: classifiers trained on real / synthetic / both, "
-               "tested on real; memorisation: nearest training patch per sample; stain: H&E colour histograms")
+               "tested on real; memorisation: nearest training patch per sample; stain: H&E colour histograms; "
+               "cas: share of samples the real-trained classifier assigns to their class, beside its accuracy "
+               "on real test patches")
 
 st.title("Evaluate")
 
@@ -58,6 +60,7 @@ HISTORY_PANELS = (
     ("feature diversity", [("diversity_generated", None, "diversity generated"),
                            ("diversity_real", None, "diversity real")]),
     ("memorised fraction", [("memorised_fraction", None, "memorised")]),
+    ("CAS", [("cas", None, "CAS"), ("cas_real_accuracy", None, "classifier on real test")]),
 )
 SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "cross")
 
@@ -242,13 +245,15 @@ def _progress(run_id: str, ticking: bool) -> None:
 
 def _headline(rep: dict) -> None:
     h = R.headline(rep)
-    cols = st.columns(5)
+    cols = st.columns(6)
     fmt = lambda v, f="{:.4g}": "—" if v is None else f.format(v)  # noqa: E731
     cols[0].metric("FID", fmt(h["fid"]), help="Frechet distance in the feature space; biased at small N")
     cols[1].metric("KID", fmt(h["kid"]), help=f"mean over subsets; std {fmt(h['kid_std'], '{:.2g}')}")
     cols[2].metric("precision", fmt(h["precision"], "{:.3f}"), help="fraction of samples inside the real manifold")
     cols[3].metric("recall", fmt(h["recall"], "{:.3f}"), help="fraction of real patches the samples cover")
     cols[4].metric("IS", fmt(h["is"], "{:.3f}"), help=(rep["metrics"].get("is") or {}).get("note", "not run"))
+    cols[5].metric("CAS", fmt(h["cas"], "{:.3f}"), help="share of samples the real-trained classifier assigns to "
+                   f"their class; the classifier on real test patches: {fmt(h['cas_real_accuracy'], '{:.3f}')}")
 
 
 def _results(run, rep: dict) -> None:
@@ -299,6 +304,17 @@ def _results(run, rep: dict) -> None:
         st.plotly_chart(bars(table, cols, "Per-class recall on real test patches", "recall"), key="bar_recall")
         for col, (k, v) in zip(st.columns(len(ds["sets"])), ds["sets"].items()):
             col.plotly_chart(confusion_figure(v["confusion"], names, f"trained on {k}"), key=f"conf_{k}")
+    cas = m.get("cas") or {}
+    if "per_class" in cas:
+        st.subheader("Classification accuracy score (CAS)")
+        real = "n/a" if cas["real_accuracy"] is None else f"{cas['real_accuracy']:.3f}"
+        st.caption(f"CAS {cas['cas']:.3f}: share of the {cas['n_generated']} samples the real-trained classifier "
+                   f"assigns to their conditioned class (mean over classes); the same classifier on "
+                   f"{cas['n_test']} real `{cas['test_split']}` patches: {real} (the ceiling); chance "
+                   f"{cas['chance']:.3f}")
+        st.plotly_chart(bars(table, [("cas", None, "generated (CAS)"),
+                                     ("cas_real_accuracy", None, "real test (ceiling)")],
+                             "CAS per class", "share assigned to the class"), key="bar_cas")
     mem = m.get("memorisation") or {}
     if "pairs" in mem:
         st.subheader("Memorisation audit")

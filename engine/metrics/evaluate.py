@@ -41,7 +41,7 @@ class EvalConfig:
     run_dir: str = opt("", "run directory to evaluate (runs/ID)")
     step: int = opt(-1, "checkpoint step (-1 = the export of a finished run, else the newest checkpoint)",
                     range=(-1, None))
-    metrics: str = opt(DEFAULT_METRICS, "comma-separated: fid, kid, pr, is, lpips, downstream, memorisation, stain")
+    metrics: str = opt(DEFAULT_METRICS, "comma-separated: fid, kid, pr, is, lpips, downstream, memorisation, stain, cas")
     features: str = opt("domain", "feature space: domain, inception or timm:<name>")
     per_class: bool = opt(False, "also report FID/KID/PR (and colour gaps) per class")
     n: int = opt(2000, "generated patches in total, split evenly over the classes", range=(2, 10_000_000))
@@ -330,6 +330,11 @@ def summary(report: dict) -> str:
         elif name == "downstream":
             accs = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in r["sets"].items())
             lines.append(f"  downstream accuracy on real {r['test_split']}: {accs}")
+        elif name == "cas":
+            real = "n/a" if r["real_accuracy"] is None else f"{r['real_accuracy']:.3f}"
+            lines.append(f"  CAS {r['cas']:.3f} (classifier on real {r['test_split']}: {real}; chance "
+                         f"{r['chance']:.3f}); per class: " + ", ".join(
+                             f"{k} {v['cas']:.2f}" for k, v in r["per_class"].items() if v["cas"] is not None))
         elif name == "memorisation":
             lines.append(f"  memorisation: {r['flagged']} flagged (ratio < {r['threshold']}), min ratio "
                          f"{r['min_ratio']:.3f}")

@@ -31,7 +31,7 @@ from typing import Any, Callable
 Metric = Callable[[Any], dict]
 _METRICS: dict[str, Metric] = {}
 MODULES = ("engine.metrics.fid", "engine.metrics.lpips", "engine.metrics.downstream",
-           "engine.metrics.memorisation", "engine.metrics.stain")
+           "engine.metrics.memorisation", "engine.metrics.stain", "engine.metrics.cas")
 
 
 def register_metric(name: str | Metric | None = None):

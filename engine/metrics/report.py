@@ -74,6 +74,7 @@ def headline(report: dict) -> dict:
             "lpips_real": _get(m, "lpips", "lpips", "real", "mean"),
             "acc_real": _get(ds, "real", "accuracy"), "acc_synthetic": _get(ds, "synthetic", "accuracy"),
             "acc_real+synthetic": _get(ds, "real+synthetic", "accuracy"),
+            "cas": _get(m, "cas", "cas"), "cas_real_accuracy": _get(m, "cas", "real_accuracy"),
             "memorised_fraction": _get(m, "memorisation", "flagged_fraction"),
             "H_gap": _get(m, "stain", "H", "wasserstein"), "E_gap": _get(m, "stain", "E", "wasserstein")}
 
@@ -87,7 +88,8 @@ def history_table(reports: list[dict]) -> pd.DataFrame:
 
 def per_class_table(report: dict) -> pd.DataFrame:
     """Rows = classes; columns = every per-class number the report has (FID, KID +- std, P/R, N,
-    diversity generated/real, LPIPS generated/real, downstream recall per training set, colour gaps)."""
+    diversity generated/real, LPIPS generated/real, downstream recall per training set, CAS and
+    the classifier's real accuracy, colour gaps)."""
     m, names = report.get("metrics", {}), report.get("class_names", [])
     rows = {n: {"n_generated": _get(report, "n_generated_per_class", n),
                 "n_real": _get(report, "n_real_per_class", report.get("real_split", "train"), n)} for n in names}
@@ -105,6 +107,8 @@ def per_class_table(report: dict) -> pd.DataFrame:
             r[f"lpips_{side}_std"] = _get(m, "lpips", "lpips", side, "per_class", n, "std")
         for s, v in (_get(m, "downstream", "sets", default={}) or {}).items():
             r[f"recall_{s}"] = _get(v, "per_class_recall", n)
+        r["cas"] = _get(m, "cas", "per_class", n, "cas")
+        r["cas_real_accuracy"] = _get(m, "cas", "per_class", n, "real_accuracy")
         r["memorised"] = _get(m, "memorisation", "per_class", n, "flagged")
         for s in ("H", "E"):
             r[f"{s}_gap"] = _get(m, "stain", "per_class", n, s, "wasserstein")

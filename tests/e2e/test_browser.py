@@ -30,8 +30,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-DEMO = "histosynth-32"
-DEMO_ENV = {"HISTOGEN_DEMO_SIZE": "32", "HISTOGEN_DEMO_PER_CLASS": "12"}
+# E2E_DEMO_SIZE / E2E_DEMO_PER_CLASS=200 time the flow on the app's real first-start demo set (64 px, 200
+# per class; the classifier then takes minutes, so the waits below scale with it).
+_SIZE, _PER_CLASS = os.environ.get("E2E_DEMO_SIZE", "32"), os.environ.get("E2E_DEMO_PER_CLASS", "12")
+DEMO = f"histosynth-{_SIZE}"
+DEMO_ENV = {"HISTOGEN_DEMO_SIZE": _SIZE, "HISTOGEN_DEMO_PER_CLASS": _PER_CLASS}
+SLOW = max(1.0, int(_SIZE) * int(_PER_CLASS) / (32 * 12) / 8)  # wait factor for a larger demo set
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 # A model small enough to log a CSV row every step or two on a 2-core CPU.
 FORM = {"batch": "4", "kimg": "100", "z_dim": "32", "w_dim": "32", "n_mlp": "2", "channel_base": "64",
@@ -220,7 +224,7 @@ def test_main_flow_offline(server):
             page.screenshot(path="/tmp/e2e_style_mixing.png")
 
             # the demo set's domain classifier, trained in the background since the first start
-            wait_for(lambda: (tmp / "data" / DEMO / "classifier.pt").is_file(), 180, "the demo set's classifier")
+            wait_for(lambda: (tmp / "data" / DEMO / "classifier.pt").is_file(), 180 * SLOW, "the demo set's classifier")
             _nav(page, "Home", "HistoGen Lab")
             expect(page.get_by_text(re.compile(rf"of {re.escape(DEMO)}: ready")).first).to_be_visible()
             expect(page.get_by_text(re.compile(r"1 run\(s\)")).first).to_be_visible()
@@ -233,7 +237,7 @@ def test_main_flow_offline(server):
             expect(start).to_be_enabled(timeout=120_000)
             start.click()
             mark("evaluation started")
-            rep = wait_for(lambda: _report(tmp, "e2e"), 300, "a finished evaluation report")
+            rep = wait_for(lambda: _report(tmp, "e2e"), 300 * SLOW, "a finished evaluation report")
             from engine.metrics import report as R
 
             table = R.per_class_table(rep)

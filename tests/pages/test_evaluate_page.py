@@ -24,7 +24,7 @@ def evaluated(monkeypatch, tmp_path):
     run_dir, data_dir = tiny_eval_setup()
     _train_on(run_dir, data_dir)
     report, _ = evaluate(EvalConfig(run_dir=str(run_dir), data=str(data_dir), per_class=True, n=18, kid_subsets=3,
-                                    metrics="fid,kid,pr,lpips,downstream,memorisation,stain", lpips_pairs=3,
+                                    metrics="fid,kid,pr,lpips,downstream,memorisation,stain,cas", lpips_pairs=3,
                                     downstream_arch="test_resnet", downstream_epochs=1, batch=16, device="cpu"))
     return run_dir, report
 
@@ -52,10 +52,11 @@ def test_evaluate_page_renders_a_report(monkeypatch, evaluated):
     table = at.dataframe[0].value
     assert list(table.index) == report["class_names"] and "kid" in table and "recall_synthetic" in table
     subheaders = [s.value for s in at.subheader]
-    for s in ("Per class", "Downstream classifier", "Memorisation audit", "Colour check"):
+    for s in ("Per class", "Downstream classifier", "Memorisation audit", "Colour check",
+              "Classification accuracy score (CAS)"):
         assert s in subheaders
-    # KID, FID, diversity, recall bars; 3 confusion heatmaps; colour histograms; history
-    assert len(at.get("plotly_chart")) == 9
+    # KID, FID, diversity, recall, CAS bars; 3 confusion heatmaps; colour histograms; history
+    assert len(at.get("plotly_chart")) == 10
     assert len([e for e in at.main if type(e).__name__ == "Image"]) == 2 * 8  # memorisation pairs
     assert any("alexnet-owt-7be5be79.pth" in w.value for w in at.warning)  # LPIPS missing, said how to fix
     assert [m.label for m in at.metric][:2] == ["FID", "KID"]
