@@ -161,6 +161,11 @@ def field_label(f: dataclasses.Field) -> str:
     return f"{label} · {f.name}" if label else f.name
 
 
+def label_for(cls: type, name: str) -> str:
+    """`field_label` of config class `cls`'s field `name`, for a form written by hand."""
+    return field_label(next(f for f in dataclasses.fields(cls) if f.name == name))
+
+
 def offered(f: dataclasses.Field) -> tuple | None:
     """The values a form offers for a field: its `offer` metadata, else its `choices` (None = free)."""
     return f.metadata.get("offer") or f.metadata.get("choices")
@@ -208,18 +213,18 @@ SOURCES_HELP = "histosynth (built-in synthetic demo set) or folder:PATH (NCT-CRC
 
 @dataclass
 class PrepareConfig:
-    source: str = opt("histosynth", SOURCES_HELP)
-    out: str = opt("", "output directory of the prepared data set (default: <data root>/<source>-<size>)")
-    size: int = opt(64, "patch size in pixels (resized / centre-cropped)", range=(16, 1024))
+    source: str = opt("histosynth", SOURCES_HELP, label='data source')
+    out: str = opt("", "output directory of the prepared data set (default: <data root>/<source>-<size>)", label='data set name')
+    size: int = opt(64, "patch size in pixels (resized / centre-cropped)", range=(16, 1024), label='patch size (px)')
     per_class: int = opt(0, "patches per class: for histosynth (0 = 200); a cap for folders (0 = all)",
-                         range=(0, None))
-    seed: int = opt(0, "seed for histosynth and the split shuffle", range=(0, 2**31 - 1))
+                         range=(0, None), label='patches per class')
+    seed: int = opt(0, "seed for histosynth and the split shuffle", range=(0, 2**31 - 1), label='random seed')
     val_frac: float = opt(0.1, "fraction of each class held out for validation", range=(0.0, 0.5))
     test_frac: float = opt(0.1, "fraction of each class held out for test", range=(0.0, 0.5))
     eval_frac: float = opt(0.1, "fraction of train kept aside as the `eval` subset for metrics",
                            range=(0.0, 0.5))
     min_size: int = opt(0, "reject images whose short side is below this (0 = --size)", range=(0, None))
-    quality_filter: bool = opt(True, "drop blurry / empty / over-saturated / blocky patches")
+    quality_filter: bool = opt(True, "drop blurry / empty / over-saturated / blocky patches", label='drop low-quality patches')
     min_laplacian_var: float = opt(3.0, "quality: min variance of the Laplacian (blur)", range=(0, None))
     min_entropy: float = opt(1.0, "quality: min grey-level entropy in bits (empty patches)",
                              range=(0, 8))
@@ -230,8 +235,8 @@ class PrepareConfig:
                                 range=(1, None))
     max_dct_blockiness: float = opt(0.5, "quality: max excess of DCT terms zeroed on the 8x8 grid (JPEG)",
                                     range=(0, 1))
-    stain_norm: str = opt("none", "stain normalisation", choices=("none", "macenko", "vahadane"))
-    stain_reference: str = opt("", "reference tile for stain normalisation (an image path)")
+    stain_norm: str = opt("none", "stain normalisation", choices=("none", "macenko", "vahadane"), label='stain normalisation')
+    stain_reference: str = opt("", "reference tile for stain normalisation (an image path)", label='stain reference tile')
     workers: int = opt(0, "processes decoding images (0 = one per CPU core, at most 8; 1 = none)",
                        range=(0, 64))
 

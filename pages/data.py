@@ -9,7 +9,7 @@ import streamlit as st
 
 import ui_cache
 import ui_nav
-from engine.config import ConfigError, PrepareConfig, from_dict
+from engine.config import ConfigError, PrepareConfig, from_dict, label_for
 from engine.data import catalog
 from engine import background as bg
 from engine.data import jobs as data_jobs
@@ -22,24 +22,28 @@ ui_cache.require_frame()
 st.title("Data")
 
 
+def _L(name: str) -> str:  # `patch size (px) · size`: a phrase, and the one name of the field
+    return label_for(PrepareConfig, name)
+
+
 def _prepare_form() -> None:
     with st.expander("Prepare a data set", expanded=not catalog.list_prepared()):
         with st.form("prepare"):
-            kind = st.radio("source", ["histosynth", "folder"], horizontal=True,
+            kind = st.radio(_L("source"), ["histosynth", "folder"], horizontal=True,
                             help="histosynth: built-in synthetic demo set. folder: an NCT-CRC-HE-100K / "
                                  "CRC-VAL-HE-7K tree <root>/<CLASS>/*.tif or any ImageFolder tree.")
             folder = st.text_input("folder path", placeholder="/data/NCT-CRC-HE-100K")
             c1, c2, c3 = st.columns(3)
-            size = c1.number_input("size", 16, 1024, 64, step=16)
-            per_class = c2.number_input("per_class", 0, 100000, 0,
+            size = c1.number_input(_L("size"), 16, 1024, 64, step=16)
+            per_class = c2.number_input(_L("per_class"), 0, 100000, 0,
                                         help="histosynth: patches per class (0 = 200); "
                                              "folder: cap per class (0 = all)")
-            seed = c3.number_input("seed", 0, 2**31 - 1, 0)
+            seed = c3.number_input(_L("seed"), 0, 2**31 - 1, 0)
             c4, c5 = st.columns(2)
-            quality_filter = c4.checkbox("quality_filter", True)
-            stain_norm = c5.selectbox("stain_norm", ["none", "macenko", "vahadane"])
-            stain_reference = st.text_input("stain_reference", help="reference tile for stain normalisation")
-            name = st.text_input("out", placeholder="name of the new data set (default: <source>-<size>)")
+            quality_filter = c4.checkbox(_L("quality_filter"), True)
+            stain_norm = c5.selectbox(_L("stain_norm"), ["none", "macenko", "vahadane"])
+            stain_reference = st.text_input(_L("stain_reference"), help="reference tile for stain normalisation")
+            name = st.text_input(_L("out"), placeholder="name of the new data set (default: <source>-<size>)")
             submitted = st.form_submit_button("Prepare", type="primary")
         if not submitted:
             return

@@ -15,14 +15,20 @@ import ui_cache
 import ui_nav
 from engine import background as bg
 from engine import jobs, sampling
-from engine.config import ConfigError
+from engine.config import ConfigError, label_for
 from engine.metrics import classifier_jobs
 from engine.metrics import jobs as eval_jobs
 from engine.metrics import report as R
+from engine.metrics.evaluate import EvalConfig
 from engine.metrics.registry import list_metrics
 from engine.utils import read_json, runs_root
 
 ui_cache.require_frame()
+
+
+def _L(name: str) -> str:  # `generated patches · n`: a phrase, and the one name of the field
+    return label_for(EvalConfig, name)
+
 
 SPACES = ("domain", "inception", "timm:<name>")
 METRIC_HELP = ("fid/kid/pr: distribution distances in the feature space; is: Inception Score (means little "
@@ -179,7 +185,7 @@ def _start_form(run, entries: list[dict]) -> None:
     with st.expander("New evaluation", expanded=not R.list_reports(run.run_dir) or not needs.ready):
         # Outside the form: the feature space decides what the evaluation needs (a form reruns only on submit).
         c1, c2 = st.columns(2)
-        space = c1.selectbox("features", SPACES, key="eval_features",
+        space = c1.selectbox(_L("features"), SPACES, key="eval_features",
                              help="domain: the lab's own classifier (offline); inception: the standard FID "
                                   "network (local weights file); timm:<name>: a local backbone")
         weights = c2.text_input("feature weights", "", key="eval_weights",
@@ -189,20 +195,20 @@ def _start_form(run, entries: list[dict]) -> None:
         with st.form("eval_start"):
             labels = ["latest (export of a finished run, else the newest checkpoint)"] + [e["label"] for e in entries]
             ck = st.selectbox("checkpoint", labels)
-            metrics = st.multiselect("metrics", list_metrics(), default=["fid", "kid", "pr"], help=METRIC_HELP)
+            metrics = st.multiselect(_L("metrics"), list_metrics(), default=["fid", "kid", "pr"], help=METRIC_HELP)
             c3, c4, c5 = st.columns(3)
-            n = c3.number_input("n", 2, 10_000_000, 2000, help="generated patches in total, evenly per class")
-            per_class = c4.checkbox("per_class", True, help="FID/KID/PR per class too")
+            n = c3.number_input(_L("n"), 2, 10_000_000, 2000, help="generated patches in total, evenly per class")
+            per_class = c4.checkbox(_L("per_class"), True, help="FID/KID/PR per class too")
             timm_name = c5.text_input("timm model", "", help="for timm:<name>, e.g. vit_small_patch16_224")
             with st.expander("advanced"):
                 a1, a2, a3 = st.columns(3)
-                n_real = a1.number_input("n_real", 0, 10_000_000, 0, help="real patches per split (0 = n)")
-                truncation = a2.number_input("truncation", 0.0, 2.0, 1.0, 0.05)
-                seed = a3.number_input("seed", 0, 2**31 - 1, 0)
-                real_split = a1.selectbox("real_split", ["train", "val", "test", "eval"])
-                downstream_epochs = a2.number_input("downstream_epochs", 1, 1000, 5)
-                device = a3.text_input("device", "auto")
-                lpips_weights = st.text_input("lpips_weights", "", help="torchvision AlexNet weights file "
+                n_real = a1.number_input(_L("n_real"), 0, 10_000_000, 0, help="real patches per split (0 = n)")
+                truncation = a2.number_input(_L("truncation"), 0.0, 2.0, 1.0, 0.05)
+                seed = a3.number_input(_L("seed"), 0, 2**31 - 1, 0)
+                real_split = a1.selectbox(_L("real_split"), ["train", "val", "test", "eval"])
+                downstream_epochs = a2.number_input(_L("downstream_epochs"), 1, 1000, 5)
+                device = a3.text_input(_L("device"), "auto")
+                lpips_weights = st.text_input(_L("lpips_weights"), "", help="torchvision AlexNet weights file "
                                               "(empty = torch hub cache)")
             go_ = st.form_submit_button("Start evaluation", type="primary", disabled=not needs.ready,
                                         help=None if needs.ready else "see above for what is missing")

@@ -50,6 +50,7 @@ def test_data_page_prepares_from_form(monkeypatch):
 
     at = _app(monkeypatch)
     at.run()
+    assert [w.label for w in at.number_input][:2] == ["patch size (px) · size", "patches per class · per_class"]
     at.number_input[0].set_value(32)
     at.number_input[1].set_value(4)  # per_class
     at.button[0].click()  # the form's Prepare button: starts a background job

@@ -76,6 +76,9 @@ def test_start_button_launches_a_background_job(monkeypatch, evaluated):
     assert rid == run_dir.name
     assert opts["metrics"] == "fid,kid,pr" and opts["features"] == "domain" and opts["n"] == 2000
     assert opts["per_class"] is True and "step" not in opts  # "latest" checkpoint by default
+    # a phrase a researcher reads, with the one name of the field (config key, CLI flag, report key) beside it
+    assert "generated patches · n" in [w.label for w in at.number_input]
+    assert "per-class metrics too · per_class" in [w.label for w in at.checkbox]
 
 
 def test_running_job_shows_progress(monkeypatch, evaluated):
@@ -254,3 +257,4 @@ def test_history_chart_is_readable(monkeypatch, evaluated):
     assert len(pr) == 2 and pr[0]["x"] != pr[1]["x"]  # side by side, not on top of each other
     fid = next(t for t in spec["data"] if t["name"] == "FID")
     assert len(set(fid["x"])) == 3 and [round(x) for x in fid["x"]] == [4, 4, 8] and fid["x"][2] == 8  # apart
+
