@@ -17,10 +17,19 @@ from engine import config as C
 class ConfigForm:
     """Widgets for the fields of one config class, keyed `<prefix><field name>` in session_state."""
 
-    def __init__(self, cls: type, prefix: str = "cfg_"):
+    def __init__(self, cls: type, prefix: str = "cfg_", defaults: dict[str, Any] | None = None):
+        """`defaults`: the widgets' first values (e.g. a preset's, engine.config.preset_values);
+        None = the dataclass defaults."""
         self.cls, self.prefix = cls, prefix
         self.fields = {f.name: f for f in dataclasses.fields(cls)}
-        self.defaults = C.to_dict(cls())
+        self.defaults = {**C.to_dict(cls()), **(defaults or {})}
+
+    def refill(self, values: dict[str, Any], state, skip: tuple[str, ...] = ()) -> None:
+        """Set the widgets of `values`' fields in `state` (st.session_state), e.g. from an on_change
+        callback, so the form shows another preset's values; `skip`: fields left as the user set them."""
+        for name, v in values.items():
+            if name in self.fields and name not in skip:
+                state[self.prefix + name] = v
 
     def label(self, name: str) -> str:
         return C.field_label(self.fields[name])

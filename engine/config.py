@@ -25,14 +25,15 @@ class ConfigError(ValueError):
 
 
 def opt(default: Any, help: str = "", *, range: tuple | None = None, choices: tuple | None = None,
-        label: str = "", offer: tuple | None = None, **kw: Any) -> Any:
+        label: str = "", offer: tuple | None = None, cli_default: str = "", **kw: Any) -> Any:
     """A dataclass field with help text and limits. `range` is inclusive (lo, hi); None = unbounded.
 
     `label` is the short phrase a researcher reads in a form (`field_label` shows it beside the field's
     name, which stays the one name in code, CLI, CSV and config). `offer` narrows the values a form
     offers below `choices` (e.g. only the model families that run), while `choices` stays what the CLI
     lists and what the engine explains when a value is refused."""
-    md = {"help": help, "range": range, "choices": choices, "label": label, "offer": offer}
+    md = {"help": help, "range": range, "choices": choices, "label": label, "offer": offer,
+          "cli_default": cli_default}  # what --help says when the real default is resolved at run time
     if isinstance(default, (list, dict, tuple)):
         return field(default_factory=lambda: type(default)(default), metadata=md, **kw)
     return field(default=default, metadata=md, **kw)
@@ -188,7 +189,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str
             extra.append("one of " + ", ".join(map(str, f.metadata["choices"])))
         if f.metadata.get("range"):
             extra.append(f"range {f.metadata['range']}")
-        help_ = f"{help_} (default {default!r}{'; ' + '; '.join(extra) if extra else ''})"
+        shown = f.metadata.get("cli_default") or repr(default)
+        help_ = f"{help_} (default {shown}{'; ' + '; '.join(extra) if extra else ''})"
         base = _base_type(hints[f.name])
         metavar = getattr(base, "__name__", "VALUE").upper()
         # Strings on the CLI; `validate` coerces them with one set of rules for CLI, JSON and UI.
@@ -196,13 +198,25 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str
 
 
 def from_args(cls: type[T], args: argparse.Namespace, base: dict[str, Any] | None = None) -> T:
-    """Config from defaults <- `base` (e.g. a --config JSON) <- flags given on the command line."""
+    """Config from defaults <- preset (TrainConfig) <- `base` (e.g. a --config JSON) <- command-line flags.
+
+    The preset is named by the flag, else by `base`, else `default_preset()`."""
     d = dict(base or {})
     for f in dataclasses.fields(cls):
         v = getattr(args, f.name, None)
         if v is not None:
             d[f.name] = v
+    if cls is TrainConfig:
+        d = {**preset_values(d.get("preset") or default_preset()), **d}
     return from_dict(cls, d)
+
+
+def load_fields(cls: type, path: str | Path) -> dict[str, Any]:
+    """The fields a config file sets (validated over the defaults), and only those, so that a preset
+    can lie under the file: `to_dict(load(...))` would carry every default over the preset's values."""
+    cfg = load(cls, path)
+    keys = json.loads(Path(path).read_text(encoding="utf-8")).keys()
+    return {k: v for k, v in to_dict(cfg).items() if k in keys}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,6 +281,10 @@ RESUMABLE_FIELDS = ("kimg", "log_kimg", "sample_kimg", "snap_kimg", "keep_last",
                     "compile")
 
 
+# A preset is a set of field values; resolution: preset <- --config file <- explicit flags (from_args).
+PRESET_NAMES = ("spec", "stylegan2", "demo")
+
+
 @dataclass
 class TrainConfig:
     """Every training default in one place. Defaults give a CPU demo at 32-64 px in minutes (about
@@ -276,6 +294,11 @@ class TrainConfig:
     G_ema: `ema_kimg` > 0 sets a half-life in kimg; with 0, `ema_beta` is the decay per step. Either
     way the half-life is capped at `ema_rampup` x images shown so far (0 = no cap)."""
     # run
+    preset: str = opt("stylegan2", "named set of field values, under --config and flags: spec = the "
+                                   "seed-001 cGAN spec, stylegan2 = the StyleGAN2-ADA recipe (these "
+                                   "defaults), demo = a CPU demo (these defaults for now); default: spec "
+                                   "on a GPU, demo on a CPU-only machine", choices=PRESET_NAMES,
+                      label="preset", cli_default="by device, see above")
     family: str = opt("stylegan2", "model family (only implemented ones run)", choices=FAMILIES,
                       offer=IMPLEMENTED_FAMILIES, label="model family")
     data: str = opt("", "prepared data set directory (python -m engine prepare); empty = the built-in "
@@ -444,3 +467,76 @@ class TrainConfig:
         if self.alpha_off >= self.alpha_on:
             raise ConfigError(f"config fields 'alpha_off' ({self.alpha_off}) must be below "
                               f"'alpha_on' ({self.alpha_on}) for the gate's hysteresis")
+
+
+# ----------------------------------------------------------------------------------------------
+# Presets: the values each one sets; a field a preset does not name keeps its TrainConfig default.
+
+SPEC_KIMG_PER_STEP = 8 / 1000  # spec 5: batch 8, so N steps = N * 0.008 kimg
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The seed-001 cGAN spec (shared/seeds/001_*.txt), only where a field has the spec's meaning today;
+    # the spec's other rules (R1 without the interval factor, ADA warm-up, the gate in steps ...) are
+    # behaviours the trainer does not have yet, so no value here pretends to give them.
+    "spec": {
+        "res": 256,                        # 1.2 IMAGE_SIZE = 256
+        "samples_per_class_per_epoch": 1000,  # 1.2 SAMPLES_PER_CLASS = 1000
+        "batch": 8,                        # 1.3 / 5 BATCH_SIZE = 8
+        "z_dim": 512,                      # 2.1 Z_DIM = 512
+        "w_dim": 512,                      # 2.2 MappingNetwork(w_dim=512)
+        "n_mlp": 8,                        # 2.2 MappingNetwork(n_layers=8)
+        "clamp": 0.9,                      # 2.2 output clamp +-0.9
+        "loss": "bce",                     # 3.1 BCE with one-sided label smoothing ...
+        "real_label": 0.9,                 # 3.1 ... real label 0.9
+        "r1_gamma": 15.0,                  # 3.2 R1_GAMMA = 15.0
+        "r1_every": 8,                     # 3.2 R1 every 8 steps
+        "stats_weight": 3e-3,              # 3.3 LAMBDA_STATS = 3e-3
+        "perceptual_weight": 0.01,         # 3.4 LAMBDA_PERCEPTUAL = 0.01
+        "saturation_weight": 0.05,         # 3.5 LAMBDA_SATURATION = 0.05
+        "saturation_threshold": 0.6,       # 3.5 clamp(mean|fake| - 0.6, min=0)
+        "ada_target": 0.6,                 # 4.1 ADA_TARGET = 0.6
+        "ada_p_max": 0.12,                 # 4.1 ADA_MAX_P = 0.12
+        "drift": 1e-3,                     # 4.2 DRIFT_EPS = 1e-3
+        "ema_beta": 0.9995,                # 4.3 ema_update(decay=0.9995) ...
+        "ema_kimg": 0.0,                   # 4.3 ... a decay per step, not a half-life ...
+        "ema_rampup": 0.0,                 # 4.3 ... from step 0 (no ramp-up)
+        "alpha_on": 0.78,                  # 4.4 ACC_GATE_HI = 0.78
+        "alpha_off": 0.70,                 # 4.4 ACC_GATE_LO = 0.70
+        "alpha_max": 0.15,                 # 4.4 ALPHA_MAX = 0.15
+        "watchdog_threshold": 0.75,        # 4.5 fake_mean_abs > 0.75
+        "watchdog_factor": 0.9,            # 4.5 LAMBDA_PERCEPTUAL x 0.9 ...
+        "watchdog_floor": 0.005,           # 4.5 ... floor 0.005
+        "watchdog_alpha_factor": 0.95,     # 4.5 ALPHA_MAX x 0.95 ...
+        "watchdog_alpha_floor": 0.1,       # 4.5 ... floor ~0.1
+        "watchdog_log_every": 50,          # 4.5 logged at most every 50 steps
+        "grad_clip": 1.0,                  # 4.6 gradient clipping 1.0
+        "amp": "off",                      # 4.6 USE_AMP = False
+        "lr_min_frac": 0.01,               # 4.7 LR_FINAL_RATIO = 0.01 (cosine)
+        "lr_g": 4e-4,                      # 5 LR_G = 4e-4
+        "lr_d": 7e-5,                      # 5 LR_D = 7e-5
+        "beta1": 0.0,                      # 5 BETAS = (0.0, 0.99)
+        "beta2": 0.99,                     # 5 BETAS = (0.0, 0.99)
+        "sample_kimg": 400 * SPEC_KIMG_PER_STEP,  # 5 SAMPLE_EVERY = 400 steps = 3.2 kimg at batch 8
+        "snap_kimg": 800 * SPEC_KIMG_PER_STEP,    # 5 SAVE_EVERY = 800 steps = 6.4 kimg at batch 8
+    },
+    # The StyleGAN2-ADA recipe as the trainer runs it today: the TrainConfig defaults.
+    "stylegan2": {},
+    # The CPU demo: today's defaults (64 px, small widths, 5 kimg) until issue 10's measured demo
+    # values land; the tests and the browser test start CPU runs with these, so they stay fast.
+    "demo": {},
+}
+
+
+def default_preset() -> str:
+    """`spec` on a machine with a GPU, `demo` on a CPU-only one: the one rule the CLI and the Train
+    page share. torch is imported here only, so `engine.config` stays light."""
+    import torch
+
+    return "spec" if torch.cuda.is_available() else "demo"
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """Every TrainConfig field as preset `name` sets it (its values over the defaults), validated."""
+    if name not in PRESETS:
+        raise ConfigError(f"config field 'preset' must be one of: {', '.join(PRESET_NAMES)} (got {name!r})")
+    return to_dict(from_dict(TrainConfig, {**PRESETS[name], "preset": name}))

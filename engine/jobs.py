@@ -526,7 +526,7 @@ def main(argv: list[str]) -> int:
             q.add_argument("--kimg", type=float, help="new training length (extends a finished run)")
     a = p.parse_args(argv)
     if a.cmd == "start":
-        base = C.to_dict(C.load(C.TrainConfig, a.config)) if a.config else {}
+        base = C.load_fields(C.TrainConfig, a.config) if a.config else {}  # over the preset
         print(start(C.from_args(C.TrainConfig, a, base), run_id=a.run_id))
     elif a.cmd == "list":
         for s in list_runs():

@@ -24,14 +24,16 @@ from engine.utils import read_json, runs_root
 
 ui_cache.require_frame()
 
-FORM = ui_forms.ConfigForm(C.TrainConfig)
+# the form opens on this machine's preset (spec with a GPU, demo without: engine.config.default_preset)
+FORM = ui_forms.ConfigForm(C.TrainConfig, defaults=C.preset_values(C.default_preset()))
 RUN_FIELDS = ("family", "data", "res", "batch", "kimg", "seed")
 SECTIONS = {  # what a researcher changes; every other field is under "advanced"
     "optimisation": ("lr_g", "lr_d", "r1_gamma", "ada", "ada_target"),
     "domain head and alpha gate": ("domain_head", "domain_features", "alpha_on", "alpha_off", "alpha_max"),
     "loss weights": ("fm_weight", "perceptual_weight", "stats_weight", "saturation_weight", "diversity_weight"),
 }
-SHOWN = set(RUN_FIELDS) | {n for names in SECTIONS.values() for n in names} | {"run_dir"}
+SHOWN = (set(RUN_FIELDS) | {n for names in SECTIONS.values() for n in names}
+         | {"run_dir", "preset"})
 ADVANCED = tuple(n for n in FORM.fields if n not in SHOWN)
 
 st.title("Train")
@@ -42,11 +44,20 @@ if "train_flash" in st.session_state:  # said after the rerun that shows the new
 # ----------------------------------------------------------------------------------------------
 # Form: one widget per config field
 
+def _apply_preset() -> None:
+    """on_change of the preset: the form shows that preset's values (the data set and run id stay)."""
+    FORM.refill(C.preset_values(st.session_state["cfg_preset"]), st.session_state,
+                skip=("preset", "data", "run_dir"))
+
+
 def _run_section(container) -> dict:
-    """family, data, res, batch, kimg, seed: outside the st.form, so the time estimate below them
-    follows every change (widgets inside a form report their values only on submit)."""
+    """preset, then family, data, res, batch, kimg, seed: outside the st.form, so the time estimate
+    below them follows every change and the preset can refill the form (widgets inside a form report
+    their values only on submit and take no callbacks)."""
+    values = {"preset": container.selectbox(
+        FORM.label("preset"), list(C.PRESET_NAMES), index=list(C.PRESET_NAMES).index(FORM.defaults["preset"]),
+        key="cfg_preset", help=FORM.fields["preset"].metadata["help"], on_change=_apply_preset)}
     cols = container.columns(len(RUN_FIELDS))
-    values = {}
     for col, name in zip(cols, RUN_FIELDS):
         if name == "data":
             sets = [""] + [str(p) for p in catalog.list_prepared()]

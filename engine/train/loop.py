@@ -35,7 +35,7 @@ from engine.train.step import GanTrainer, resolve_amp
 # Config and command line
 
 def parse_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
-    """Config from defaults <- --config JSON (or the run's config.json with --resume) <- flags."""
+    """Config from defaults <- preset <- --config JSON (or the run's config.json with --resume) <- flags."""
     p = argparse.ArgumentParser(prog="python -m engine train",
                                 description="Train a class-conditional generator into a run directory.")
     p.add_argument("--config", metavar="FILE.json", help="start from the fields of this JSON file")
@@ -58,6 +58,8 @@ def parse_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
                               "that started")
         base = json.loads(cfg_path.read_text(encoding="utf-8"))
         base["run_dir"] = str(Path(args.resume))
+        # a run from before presets trained on the defaults, which are the stylegan2 preset
+        base.setdefault("preset", "stylegan2")
         saved, cfg = C.from_dict(TrainConfig, base), C.from_args(TrainConfig, args, base)
         changed = [f.name for f in dataclasses.fields(cfg) if f.name not in C.RESUMABLE_FIELDS
                    and getattr(cfg, f.name) != getattr(saved, f.name)]
@@ -66,7 +68,7 @@ def parse_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
                               f"{', '.join(C.RESUMABLE_FIELDS)} can")
         return cfg, args
     if args.config:
-        base = C.to_dict(C.load(TrainConfig, args.config))
+        base = C.load_fields(TrainConfig, args.config)  # only the file's fields: over the preset
     return C.from_args(TrainConfig, args, base), args
 
 

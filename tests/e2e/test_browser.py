@@ -199,7 +199,8 @@ def test_main_flow_offline(server):
             page.evaluate("() => document.querySelector('.js-plotly-plot').scrollIntoView()")
             page.screenshot(path="/tmp/e2e_train_running.png")
 
-            page.get_by_role("button", name="Stop", exact=True).first.click()
+            # in the page's main area: while a script run is in flight, Streamlit's header has a "Stop" too
+            page.get_by_role("main").get_by_role("button", name="Stop", exact=True).first.click()
             stopped = page.get_by_text(re.compile(r"stopped · step \d+"))  # the selected run's status line
             expect(stopped.first).to_be_visible(timeout=90_000)
             expect(page.get_by_role("button", name="Resume")).to_be_enabled()

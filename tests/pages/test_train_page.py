@@ -13,7 +13,11 @@ from engine.utils import runs_root
 
 
 
-def _train_page(monkeypatch) -> AppTest:
+def _train_page(monkeypatch, gpu: bool = False) -> AppTest:
+    import torch
+
+    # the form opens on the machine's preset (demo on a CPU): the same defaults on every test machine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
     at = open_app(monkeypatch, "pages/train.py", run_first=True)
     at.run()
     assert not at.exception, at.exception
@@ -232,3 +236,33 @@ def test_rename_and_delete_with_confirmation(monkeypatch):
     assert any("cannot be deleted: stop it first" in c.value for c in at.caption)
     with pytest.raises(RuntimeError, match="stop it before deleting"):
         jobs.delete("live")
+
+
+def test_preset_first_and_refills_the_form(monkeypatch):
+    at = _train_page(monkeypatch)
+    preset = at.selectbox(key="cfg_preset")
+    assert preset.value == "demo" and preset.options == ["spec", "stylegan2", "demo"]  # CPU: demo
+    assert preset.label == "preset · preset"
+    form = next(e for e in at.expander if e.label == "New run")
+    first = next(w for w in form.selectbox)  # the first widget of the form
+    assert first.key == "cfg_preset"
+    at.number_input(key="cfg_lr_g").set_value(1e-3)  # a user's edit, replaced by the preset's value
+    at.selectbox(key="cfg_preset").set_value("spec")
+    at.run()
+    assert not at.exception, at.exception
+    spec = C.preset_values("spec")
+    for name in ("res", "batch", "alpha_max", "ada_p_max", "sample_kimg", "lr_g", "amp", "loss"):
+        w = next(w for kind in ("number_input", "selectbox") for w in getattr(at, kind)
+                 if w.key == f"cfg_{name}")
+        assert w.value == pytest.approx(spec[name]) if isinstance(spec[name], float) else w.value == spec[name], name
+    assert at.number_input(key="cfg_ema_rampup").value == 0.0
+    # and back: stylegan2 = the defaults
+    at.selectbox(key="cfg_preset").set_value("stylegan2")
+    at.run()
+    assert at.selectbox(key="cfg_res").value == 64 and at.number_input(key="cfg_alpha_max").value == 0.5
+
+
+def test_form_opens_on_spec_with_a_gpu(monkeypatch):
+    at = _train_page(monkeypatch, gpu=True)
+    assert at.selectbox(key="cfg_preset").value == "spec"
+    assert at.selectbox(key="cfg_res").value == 256 and at.number_input(key="cfg_batch").value == 8

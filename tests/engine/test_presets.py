@@ -1,0 +1,94 @@
+"""Presets (issue 10): preset <- --config file <- flags, the record in config.json, --dry-run, and the
+default preset by device."""
+import json
+
+import pytest
+import torch
+
+from engine import config as C
+from engine.__main__ import main as cli
+from engine.config import TrainConfig
+from engine.train.loop import parse_args
+
+
+@pytest.fixture
+def cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_default_preset_by_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert C.default_preset() == "spec"
+    assert parse_args([])[0].preset == "spec" and parse_args([])[0].res == 256
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert C.default_preset() == "demo"
+    cfg = parse_args([])[0]
+    assert cfg.preset == "demo"
+    # demo = today's defaults (so CPU tests and first runs keep their speed) until measured values land
+    assert C.to_dict(cfg) == {**C.to_dict(TrainConfig()), "preset": "demo"}
+
+
+def test_every_preset_is_valid_and_stylegan2_is_the_defaults():
+    for name in C.PRESET_NAMES:
+        assert C.preset_values(name)["preset"] == name
+        assert set(C.PRESETS[name]) <= set(C.to_dict(TrainConfig()))  # only existing fields
+    assert C.preset_values("stylegan2") == C.to_dict(TrainConfig())
+    with pytest.raises(C.ConfigError, match="'preset' must be one of: spec, stylegan2, demo"):
+        C.preset_values("paper")
+
+
+def test_spec_values():
+    v = C.preset_values("spec")
+    assert (v["res"], v["batch"], v["z_dim"], v["w_dim"], v["n_mlp"]) == (256, 8, 512, 512, 8)
+    assert (v["r1_gamma"], v["r1_every"], v["drift"], v["stats_weight"], v["saturation_weight"]) == (
+        15.0, 8, 1e-3, 3e-3, 0.05)
+    assert (v["lr_g"], v["lr_d"], v["beta1"], v["beta2"], v["ema_beta"]) == (4e-4, 7e-5, 0.0, 0.99, 0.9995)
+    assert v["alpha_max"] == 0.15
+    # 400 / 800 steps at batch 8
+    assert v["sample_kimg"] == pytest.approx(3.2) and v["snap_kimg"] == pytest.approx(6.4)
+
+
+def test_resolution_order_preset_then_file_then_flag(tmp_path, cpu):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"res": 32, "alpha_max": 0.3}))
+    cfg, _ = parse_args(["--preset", "spec", "--config", str(f), "--alpha-max", "0.2"])
+    assert cfg.preset == "spec"
+    assert cfg.batch == 8 and cfg.amp == "off"  # from the preset: the file does not name them
+    assert cfg.res == 32                        # the file over the preset
+    assert cfg.alpha_max == 0.2                 # the flag over the file
+    # the file may name the preset; a flag still wins over it
+    f.write_text(json.dumps({"preset": "spec", "lr_d": 1e-4}))
+    cfg, _ = parse_args(["--config", str(f)])
+    assert (cfg.preset, cfg.res, cfg.lr_d) == ("spec", 256, 1e-4)
+    cfg, _ = parse_args(["--config", str(f), "--preset", "stylegan2"])
+    assert (cfg.preset, cfg.res, cfg.lr_d) == ("stylegan2", 64, 1e-4)
+
+
+def test_dry_run_prints_every_resolved_value(capsys, cpu):
+    assert cli(["train", "--preset", "spec", "--dry-run", "--kimg", "0.5"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {**C.preset_values("spec"), "kimg": 0.5}
+
+
+def test_bad_preset_exits_2(capsys, cpu):
+    assert cli(["train", "--preset", "paper", "--dry-run"]) == 2
+    assert "'preset'" in capsys.readouterr().err
+
+
+def test_config_json_records_preset_and_resume_keeps_it(tmp_path, cpu, data_dir):
+    """A tiny run records the preset with every resolved value; resume reads it back unchanged, and a
+    config.json from before presets resumes as the stylegan2 preset (the defaults it trained on)."""
+    run = tmp_path / "run"
+    rc = cli(["train", "--preset", "stylegan2", "--data", str(data_dir), "--run-dir", str(run),
+              "--res", "8", "--batch", "4", "--kimg", "0.004", "--channel-base", "64", "--channel-max", "8", "--z-dim", "8",
+              "--w-dim", "8", "--n-mlp", "1", "--workers", "0", "--log-kimg", "0.004",
+              "--sample-kimg", "0.004", "--snap-kimg", "0.004", "--grid-per-class", "1"])
+    assert rc == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["preset"] == "stylegan2" and set(saved) == set(C.to_dict(TrainConfig()))
+    cfg, _ = parse_args(["--resume", str(run)])
+    assert cfg.preset == "stylegan2" and cfg.res == 8
+    del saved["preset"]
+    (run / "config.json").write_text(json.dumps(saved))
+    cfg, _ = parse_args(["--resume", str(run), "--kimg", "0.016"])  # no "preset cannot change"
+    assert cfg.preset == "stylegan2" and cfg.kimg == 0.016
