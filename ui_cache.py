@@ -74,7 +74,7 @@ def pick_generator(key: str):
     c1, c2 = st.columns([3, 2])
     ids = [r.run_id for r, _ in runs]
     rid = c1.selectbox("run", ids, key=f"{key}_run",
-                       format_func=lambda i: next(f"{i}  ({r.state}, step {r.step})" for r, _ in runs
+                       format_func=lambda i: next(f"{r.title}  ({r.state}, step {r.step})" for r, _ in runs
                                                   if r.run_id == i))
     run, entries = next((r, e) for r, e in runs if r.run_id == rid)
     # Each step once: the default entry is offered as "latest · ..." at the top. When a newer step appears

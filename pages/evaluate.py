@@ -367,7 +367,7 @@ if not runs:
     st.page_link("pages/train.py", label="Train a run", icon=":material/model_training:")
     st.stop()
 ids = [r.run_id for r, _ in runs]
-rid = st.selectbox("run", ids, key="eval_run")
+rid = st.selectbox("run", ids, key="eval_run", format_func={r.run_id: r.title for r, _ in runs}.get)
 run, entries = next((r, e) for r, e in runs if r.run_id == rid)
 _start_form(run, entries)
 active = eval_jobs.active_eval(rid) is not None

@@ -101,3 +101,15 @@ def test_samples_page_bad_seeds(monkeypatch):
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert any("ends before it starts" in e.value for e in at.error)
+
+
+def test_run_picker_shows_the_display_name(monkeypatch):
+    """A run renamed on the Train page (name.txt) is shown by its name here too, its id beside it."""
+    from engine import jobs
+
+    make_tiny_run(runs_root())
+    jobs.rename("tiny", "first demo")
+    at = _page(monkeypatch).run()
+    assert not at.exception, at.exception
+    run = at.selectbox(key="samples_run")
+    assert run.value == "tiny" and run.options[0].startswith("first demo (tiny)")
