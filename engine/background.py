@@ -169,6 +169,16 @@ def last_line(tail: str) -> str:
 # ----------------------------------------------------------------------------------------------
 # Progress for people
 
+def duration_text(seconds: float) -> str:
+    """A rough duration a person reads: `40 s`, `4 min`, `2.5 h`."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{max(1, round(seconds / 60))} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def eta_s(fraction: float, started_at: float | None, now: float | None = None) -> float | None:
     """Seconds left by linear extrapolation of the elapsed time; None until it means something (2 %
     done and 3 s elapsed: the first moments are start-up, not progress)."""
@@ -182,8 +192,6 @@ def eta_s(fraction: float, started_at: float | None, now: float | None = None) -
 
 def progress_text(fraction: float, started_at: float | None, message: str = "", now: float | None = None) -> str:
     """`40 % · ETA 2 min · message`: how the pages label a job's progress bar."""
-    from engine.jobs import duration_text
-
     eta = eta_s(fraction, started_at, now)
     parts = [f"{100 * max(0.0, min(1.0, fraction or 0.0)):.0f} %"]
     parts += [f"ETA {duration_text(eta)}"] if eta is not None else []

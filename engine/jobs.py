@@ -266,14 +266,7 @@ class Progress:
         return out + (f" · ETA {duration_text(self.eta_s)}" if self.eta_s is not None else "")
 
 
-def duration_text(seconds: float) -> str:
-    """A rough duration a person reads: `40 s`, `4 min`, `2.5 h`."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 90 * 60:
-        return f"{max(1, round(seconds / 60))} min"
-    return f"{seconds / 3600:.1f} h"
+duration_text = bg.duration_text  # one home (background.py, below this layer); the name callers use
 
 
 def _run_config(d: Path) -> dict:
