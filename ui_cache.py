@@ -77,9 +77,10 @@ def pick_generator(key: str):
                        format_func=lambda i: next(f"{r.title}  ({r.state}, step {r.step})" for r, _ in runs
                                                   if r.run_id == i))
     run, entries = next((r, e) for r, e in runs if r.run_id == rid)
-    # Each step once: the default entry is offered as "latest · ..." at the top. When a newer step appears
-    # its label changes and the picker falls back to the top (it keeps following the newest); a step
-    # picked by hand keeps its label and stays picked.
+    # Each step once: the default entry is offered as "latest · ..." at the top, then the best model
+    # ("best (step N, FID x)", when the run kept one), then every step. When a newer step appears the
+    # latest label changes and the picker falls back to the top (it keeps following the newest); a step
+    # picked by hand keeps its label and stays picked (a new best renames its entry: back to the top).
     latest = next(e for e in entries if e["default"])
     rest = [e for e in entries if e is not latest]
     labels = [f"latest · {latest['label']}"] + [e["label"] for e in rest]
@@ -117,6 +118,11 @@ def real_tiles_of_run(run_dir, classes: list[str], n: int, size: int) -> tuple[d
         return {}, f"No real tiles: the run's data set `{d}` cannot be read ({e})."
     missing = [c for c in classes if c not in tiles]
     note = f"Real tiles: the `eval` split of `{d}`, resized to {size} px as in training."
+    from engine.utils import read_json
+
+    if not (read_json(d / "dataset.json") or {}).get("eval_disjoint"):
+        note += (" This data set was prepared before `eval` was held out: its eval patches are a subset of "
+                 "train (prepare it again for a held-out eval).")
     if missing:
         note += f" Not in that data set: {', '.join(missing)}."
     return tiles, note

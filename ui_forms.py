@@ -39,6 +39,11 @@ class ConfigForm:
         f, default = self.fields[name], self.defaults[name]
         label, key, help_ = self.label(name), self.prefix + name, f.metadata.get("help", "")
         choices = C.offered(f)
+        if isinstance(default, list):  # several values (e.g. ada_ops): a multiselect, never one of them
+            if choices:
+                return container.multiselect(label, list(choices), default=default, key=key, help=help_)
+            return C._coerce(name, container.text_input(label, value=",".join(map(str, default)), key=key,
+                                                        help=help_ + " (comma-separated)"), list)
         if choices:
             choices = list(choices)
             index = choices.index(default) if default in choices else 0

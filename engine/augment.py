@@ -35,6 +35,8 @@ class Augment(nn.Module):
 
     Args:
         xflip, yflip, rotate90, rotate, translate, stain, cutout: per-op weights (probability multipliers, >= 0).
+        ops: if given, the ops that may run (names from OPS); every other op's weight is 0, so it never
+            touches an image (config `ada_ops`: the spec's ADA has no colour jitter and no cutout).
         rotate_max_deg: small rotation drawn uniformly in +-rotate_max_deg (bilinear, reflection padding).
         translate_frac: shift drawn uniformly in +-translate_frac of the size, rounded to whole pixels.
         stain_sigma: H, E and residual concentrations become c * U(1-s, 1+s) + U(-s, s).
@@ -45,10 +47,16 @@ class Augment(nn.Module):
     """
 
     def __init__(self, xflip=1.0, yflip=1.0, rotate90=1.0, rotate=1.0, translate=1.0, stain=1.0, cutout=1.0,
-                 rotate_max_deg=10.0, translate_frac=0.125, stain_sigma=0.05, cutout_frac=0.25):
+                 rotate_max_deg=10.0, translate_frac=0.125, stain_sigma=0.05, cutout_frac=0.25, ops=None):
         super().__init__()
         self.weights = dict(xflip=xflip, yflip=yflip, rotate90=rotate90, rotate=rotate, translate=translate,
                             stain=stain, cutout=cutout)
+        if ops is not None:
+            unknown = [o for o in ops if o not in OPS]
+            if unknown:
+                raise ValueError(f"Augment ops must be among {', '.join(OPS)}; got {', '.join(unknown)}")
+            # weight 0 = mask() returns None: the op's code (and its random draws) never runs
+            self.weights = {k: (w if k in ops else 0.0) for k, w in self.weights.items()}
         for name, w in self.weights.items():
             if not w >= 0:
                 raise ValueError(f"Augment weight {name} must be >= 0, got {w}")
@@ -145,34 +153,81 @@ class Augment(nn.Module):
         return x * (~hole).unsqueeze(1).to(x.dtype)
 
 
+ADA_RULES = ("sign", "spec")
+SPEC_RATE = 0.001  # seed-001 spec 4.1: new_p = clamp(p + 0.001 * err * ADA_SPEED, 0, ADA_MAX_P), per step
+
+
 class AdaController:
     """Adaptive augmentation probability driven by D's overfitting on reals.
 
-    Rule (our reading of the issue's "speed, max, freeze and cap"):
-      - statistic `acc` = fraction of reals with D logit > 0, i.e. (1 + E[sign D(real)]) / 2, so
-        the target 0.6 lives on a [0, 1] scale; above target D is overfitting, so p rises.
-      - speed: p += sign(acc - target) * batch_images / (ada_kimg * 1000), where batch_images counts
-        the reals seen since the previous update; p can thus go from 0 to 1 in ada_kimg kimg.
-      - cap: p stays in [0, p_max] (p near 1 would let augmentations leak into G's output).
-      - freeze: once kimg >= freeze_kimg (if > 0), p no longer changes.
+    Statistic: acc = fraction of reals with D logit > 0, i.e. (1 + E[sign D(real)]) / 2, so the
+    target 0.6 lives on a [0, 1] scale; above target D is overfitting, so p rises. Two rules:
+      - "sign" (StyleGAN2-ADA, Karras et al. 2020): p += sign(acc - target) * images / (ada_kimg * 1000)
+        on the raw accuracy of the interval, so p can go from 0 to 1 in ada_kimg kimg.
+      - "spec" (seed-001 spec 4.1): per step p += 0.001 * (acc_ema - target) * speed, driven by the
+        accuracy EMA (smoother, proportional to the error).
+    Both count in steps: `update(..., steps=k)` applies k steps' worth of the rule, one step at a time
+    (each with its own acc_ema; the interval's mean acc stands for every step's), so the result does
+    not depend on how many steps lie between two updates. After each step p stays in [0, p_max]
+    (p near 1 would let augmentations leak into G's output) and, while acc_ema > hi_acc, at most
+    hi_cap (spec 4.1: D very sure of itself means little data, where strong augmentation leaks first).
+    Warm-up: the accuracies of steps 0 .. warmup_steps - 1 never move p (spec: ADA_FREEZE_UNTIL).
+    Freeze: once kimg >= freeze_kimg (if > 0), p no longer changes.
     """
 
-    def __init__(self, target=0.6, ada_kimg=100.0, p_max=0.8, freeze_kimg=0.0, p_init=0.0):
+    def __init__(self, target=0.6, ada_kimg=100.0, p_max=0.8, freeze_kimg=0.0, p_init=0.0, *, rule="sign",
+                 speed=0.2, warmup_steps=0, hi_acc=1.0, hi_cap=1.0):
         if not ada_kimg > 0:
             raise ValueError(f"ada_kimg must be > 0, got {ada_kimg}")
         if not 0.0 <= p_max <= 1.0 or not 0.0 <= p_init <= p_max:
             raise ValueError(f"need 0 <= p_init <= p_max <= 1, got p_init={p_init}, p_max={p_max}")
+        if rule not in ADA_RULES:
+            raise ValueError(f"ADA rule must be one of {', '.join(ADA_RULES)}, got {rule!r}")
+        if not (speed >= 0 and warmup_steps >= 0 and 0.0 <= hi_cap <= 1.0):
+            raise ValueError(f"ADA needs speed >= 0, warmup_steps >= 0, 0 <= hi_cap <= 1; got speed={speed}, "
+                             f"warmup_steps={warmup_steps}, hi_cap={hi_cap}")
         self.target, self.ada_kimg, self.p_max, self.freeze_kimg = target, ada_kimg, p_max, freeze_kimg
+        self.rule, self.speed, self.warmup_steps = rule, float(speed), int(warmup_steps)
+        self.hi_acc, self.hi_cap = float(hi_acc), float(hi_cap)
         self.p = float(p_init)
 
     def frozen(self, kimg: float) -> bool:
         return self.freeze_kimg > 0 and kimg >= self.freeze_kimg
 
-    def update(self, acc: float, batch_images: int, kimg: float) -> float:
-        """Move p one step after `batch_images` reals gave statistic `acc`; returns the new p."""
-        if not self.frozen(kimg):
-            sign = (acc > self.target) - (acc < self.target)
-            self.p = min(max(self.p + sign * batch_images / (self.ada_kimg * 1000), 0.0), self.p_max)
+    def update(self, acc: float, batch_images: int, kimg: float, *, acc_ema=None, step: int | None = None,
+               steps: int = 1) -> float:
+        """Apply `steps` steps' worth of the rule after `batch_images` reals gave mean accuracy `acc`.
+
+        kimg: at the end of the interval; step: steps done at its end (the interval covers steps
+        step - steps .. step - 1, counted from 0; None = past the warm-up); acc_ema: the accuracy EMA
+        after each of those steps (a sequence of `steps` floats, or one float for all; needed by the
+        spec rule and the hi_acc cap, ignored when None by the sign rule). Returns the new p."""
+        steps = max(1, int(steps))
+        if acc_ema is None:
+            if self.rule == "spec":
+                raise ValueError("the spec ADA rule needs acc_ema")
+            emas = [None] * steps
+        elif isinstance(acc_ema, (int, float)):
+            emas = [float(acc_ema)] * steps
+        else:
+            emas = [float(e) for e in acc_ema]
+            if len(emas) != steps:
+                raise ValueError(f"acc_ema has {len(emas)} values for {steps} steps")
+        per_step = batch_images / steps
+        sign = (acc > self.target) - (acc < self.target)
+        for j, e in enumerate(emas):
+            later = steps - 1 - j  # steps of the interval after this one
+            index = None if step is None else step - 1 - later  # this step, counted from 0
+            if (index is not None and index < self.warmup_steps) or self.frozen(kimg - later * per_step / 1000):
+                continue
+            if self.rule == "sign":
+                p = self.p + sign * per_step / (self.ada_kimg * 1000)
+            else:
+                p = self.p + SPEC_RATE * (e - self.target) * self.speed
+            p = min(max(p, 0.0), self.p_max)
+            if e is not None and e > self.hi_acc:
+                p = min(p, self.hi_cap)
+            self.p = p
         return self.p
 
     def state_dict(self) -> dict:

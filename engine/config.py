@@ -190,7 +190,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str
         if f.metadata.get("range"):
             extra.append(f"range {f.metadata['range']}")
         shown = f.metadata.get("cli_default") or repr(default)
-        help_ = f"{help_} (default {shown}{'; ' + '; '.join(extra) if extra else ''})"
+        help_ = f"{help_} (default {shown}{'; ' + '; '.join(extra) if extra else ''})".replace("%", "%%")
         base = _base_type(hints[f.name])
         metavar = getattr(base, "__name__", "VALUE").upper()
         # Strings on the CLI; `validate` coerces them with one set of rules for CLI, JSON and UI.
@@ -234,9 +234,17 @@ class PrepareConfig:
                          range=(0, None), label='patches per class')
     seed: int = opt(0, "seed for histosynth and the split shuffle", range=(0, 2**31 - 1), label='random seed')
     val_frac: float = opt(0.1, "fraction of each class held out for validation", range=(0.0, 0.5))
-    test_frac: float = opt(0.1, "fraction of each class held out for test", range=(0.0, 0.5))
-    eval_frac: float = opt(0.1, "fraction of train kept aside as the `eval` subset for metrics",
+    test_frac: float = opt(0.1, "fraction of each class held out for test (not used with test_source)",
                            range=(0.0, 0.5))
+    eval_frac: float = opt(0.1, "fraction of each class held out as the `eval` split for metrics "
+                                "(FID/KID/LPIPS and the trainer's best model), disjoint from train/val/test "
+                                "(seed-001 spec 1.3: loader_real_eval, a subset held apart)",
+                           range=(0.0, 0.5))
+    test_source: str = opt("", "take the test split from this second folder instead of carving it out of "
+                               "`source` (folder:PATH, e.g. CRC-VAL-HE-7K; spec 1.1): classes matched by "
+                               "folder name in the main source's order, the same quality filter, stain "
+                               "normalisation and resize; test_frac is then not used ('' = none)",
+                           label="test split from folder")
     min_size: int = opt(0, "reject images whose short side is below this (0 = --size)", range=(0, None))
     quality_filter: bool = opt(True, "drop blurry / empty / over-saturated / blocky patches", label='drop low-quality patches')
     min_laplacian_var: float = opt(3.0, "quality: min variance of the Laplacian (blur)", range=(0, None))
@@ -260,9 +268,15 @@ class PrepareConfig:
                               f"(got {self.source!r})")
         if self.source.startswith("folder:") and not self.source[len("folder:"):]:
             raise ConfigError("config field 'source' is folder: with no path; use folder:/path/to/root")
-        if self.val_frac + self.test_frac >= 0.9:
-            raise ConfigError("config fields 'val_frac' + 'test_frac' must leave at least 10% for train "
-                              f"(got {self.val_frac} + {self.test_frac})")
+        if self.test_source and not (self.test_source.startswith("folder:") and self.test_source[7:]):
+            raise ConfigError(f"config field 'test_source' must be empty or folder:PATH "
+                              f"(got {self.test_source!r})")
+        # With test_source the test split comes from the other folder: test_frac takes nothing from here.
+        test = 0.0 if self.test_source else self.test_frac
+        if self.val_frac + test + self.eval_frac >= 0.9:
+            raise ConfigError("config fields 'val_frac' + 'test_frac' + 'eval_frac' must leave at least 10% "
+                              f"for train (got {self.val_frac} + {test} + {self.eval_frac}"
+                              + (", test_frac unused with test_source" if self.test_source else "") + ")")
         if self.stain_norm != "none" and not self.stain_reference:
             raise ConfigError("config field 'stain_reference' is needed when 'stain_norm' is "
                               f"{self.stain_norm!r}: give the path of a reference tile")
@@ -283,6 +297,9 @@ RESUMABLE_FIELDS = ("kimg", "log_kimg", "sample_kimg", "snap_kimg", "keep_last",
 
 # A preset is a set of field values; resolution: preset <- --config file <- explicit flags (from_args).
 PRESET_NAMES = ("spec", "stylegan2", "demo")
+# ADA (engine.augment, which imports torch, so the names are repeated here; a test keeps them equal)
+ADA_RULES = ("sign", "spec")
+ADA_OPS = ("xflip", "yflip", "rotate90", "rotate", "translate", "stain", "cutout")
 
 
 @dataclass
@@ -328,14 +345,27 @@ class TrainConfig:
     mixing_prob: float = opt(0.9, "probability of intra-class style mixing per sample", range=(0.0, 1.0),
                              label="style-mixing probability")
     mbstd_group: int = opt(4, "minibatch-std group size in D", range=(1, 64), label="minibatch-std group")
+    d_channel_base: int = opt(0, "D's channels at a resolution = min(d_channel_base // res, "
+                                 "d_channel_max); 0 = channel_base (D as wide as G). Spec 2.3: "
+                                 "D_BASE_CH = 96 at the input resolution", range=(0, 1 << 22),
+                              label="D channel budget")
+    d_channel_max: int = opt(0, "D's maximum channels per layer; 0 = channel_max (spec 2.3)",
+                             range=(0, 4096), label="D max channels per layer")
+    clamp_reals: bool = opt(True, "D sees the reals clamped to [-clamp, clamp] like G's output (when "
+                                  "clamp < 1): spec 2.2 clamps G at 0.9, and 0.7-6.3 % of real pixels "
+                                  "per class lie beyond +-0.9, a cue G can never match; the CSV's "
+                                  "real_* columns are then after the clamp", label="clamp the reals too")
     # adversarial loss and regularisers
     loss: str = opt("logistic", "D loss: non-saturating logistic or BCE with label smoothing",
                     choices=("logistic", "bce"), label="D loss")
     real_label: float = opt(0.9, "BCE real label (one-sided smoothing)", range=(0.5, 1.0),
                             label="BCE real label")
     r1_gamma: float = opt(15.0, "R1 weight gamma (0 = off)", range=(0.0, None), label="R1 weight")
-    r1_every: int = opt(8, "apply R1 every N D steps, scaled by N (lazy regularisation)",
-                        range=(1, 1000), label="R1 every N steps")
+    r1_every: int = opt(8, "apply R1 every N D steps, scaled by N when r1_lazy_scale (lazy "
+                           "regularisation)", range=(1, 1000), label="R1 every N steps")
+    r1_lazy_scale: bool = opt(True, "multiply R1 by r1_every (StyleGAN2's lazy scaling: gamma/2 * N * r1 "
+                                    "every N steps); false = spec 3.2's 0.5 * gamma * r1 every N steps, "
+                                    "not multiplied by the interval", label="R1 lazy scaling")
     drift: float = opt(1e-3, "drift penalty weight on real logits squared", range=(0.0, None),
                        label="drift penalty")
     pl_weight: float = opt(0.0, "path-length regularisation weight (0 = off)", range=(0.0, None),
@@ -346,50 +376,138 @@ class TrainConfig:
                           label="path-length EMA decay")
     fm_weight: float = opt(0.1, "feature-matching weight (D features, real vs fake batch means)",
                            range=(0.0, None), label="feature-matching weight")
+    fm_form: str = opt("blocks_l1", "feature matching: blocks_l1 = L1 between real and fake batch means "
+                                    "of every D block's features, averaged over blocks; final_mse = spec "
+                                    "3.6's MSE(fake_feat, real_feat.detach()) on D's final feature vector "
+                                    "(before the logit), fake i vs real i of the same class",
+                       choices=("blocks_l1", "final_mse"), label="feature-matching form")
     perceptual_weight: float = opt(0.01, "perceptual loss weight in the domain-feature space "
                                          "(only with the domain head)", range=(0.0, None),
                                    label="perceptual weight")
+    perceptual_form: str = opt("batch_mean", "perceptual loss: batch_mean = MSE between the batch-mean "
+                                             "embeddings of fakes and reals; paired = spec 3.4's "
+                                             "MSE(fake_feat, real_feat), fake i vs real i of the same "
+                                             "class", choices=("batch_mean", "paired"),
+                               label="perceptual form")
     stats_weight: float = opt(3e-3, "real-statistics EMA penalty weight", range=(0.0, None),
                               label="real-statistics weight")
+    stats_beta: float = opt(0.99, "momentum of the reals' per-channel mean/std EMA per step (spec 3.3: "
+                                  "RealStatsEMA(m=0.995))", range=(0.0, 0.9999),
+                            label="real-statistics EMA momentum")
+    stats_range: str = opt("signed", "range the real-statistics penalty computes its statistics in, for "
+                                     "reals and fakes: signed = [-1, 1]; unit = [0, 1] (x * 0.5 + 0.5, "
+                                     "spec 3.3; 1/4 of the signed penalty)", choices=("signed", "unit"),
+                           label="real-statistics range")
     saturation_weight: float = opt(0.05, "saturation penalty weight", range=(0.0, None),
                                    label="saturation penalty")
     saturation_threshold: float = opt(0.6, "saturation penalty starts at |fake| above this",
                                       range=(0.0, 1.0), label="saturation threshold")
+    saturation_form: str = opt("pixel", "saturation penalty: pixel = mean(relu(|fake| - threshold)^2) per "
+                                        "pixel (also > 0 on real tiles); mean_abs = spec 3.5's "
+                                        "clamp(mean|fake| - threshold, min=0)^2 on the batch mean",
+                               choices=("pixel", "mean_abs"), label="saturation form")
     diversity_weight: float = opt(0.1, "batch-diversity (mode-seeking) penalty weight",
                                   range=(0.0, None), label="diversity weight")
     diversity_tau: float = opt(0.2, "diversity hinge: pairs whose image distance per unit latent distance "
                                     "is below this are penalised", range=(0.0, 10.0), label="diversity hinge")
+    diversity_form: str = opt("mode_seeking", "batch-diversity term: mode_seeking = hinged mode-seeking "
+                                              "ratio (diversity_tau); variance = spec 3.7's mixing "
+                                              "regularisation clamp(diversity_var - var(fake), min=0)^2, "
+                                              "var over the batch of the flattened fakes, averaged over "
+                                              "pixels", choices=("mode_seeking", "variance"),
+                              label="diversity form")
+    diversity_var: float = opt(0.1, "variance form: batches whose fakes vary less than this across the "
+                                    "batch are penalised (spec 3.7: 0.1)", range=(0.0, 4.0),
+                               label="diversity variance floor")
     # ADA
     ada: bool = opt(True, "adaptive discriminator augmentation (H&E-aware)",
                     label="adaptive augmentation (ADA)")
     ada_target: float = opt(0.6, "ADA target for acc = fraction of real logits > 0", range=(0.0, 1.0),
                             label="ADA target accuracy")
-    ada_kimg: float = opt(100.0, "ADA speed: kimg for p to move from 0 to 1", range=(0.001, None),
-                          label="ADA speed (kimg)")
-    ada_p_max: float = opt(0.8, "ADA cap on p", range=(0.0, 1.0), label="ADA max p")
+    ada_rule: str = opt("sign", "how acc moves ADA p: sign = StyleGAN2-ADA, p += sign(acc - ada_target) x "
+                                "images / (ada_kimg x 1000) on the raw accuracy of each controller interval; "
+                                "spec = seed-001 spec 4.1, per step p += 0.001 x (acc_ema - ada_target) x "
+                                "ada_speed, on the accuracy EMA", choices=ADA_RULES, label="ADA rule")
+    ada_kimg: float = opt(100.0, "ADA speed of the sign rule: kimg for p to move from 0 to 1",
+                          range=(0.001, None), label="ADA speed (kimg)")
+    ada_speed: float = opt(0.2, "ADA speed of the spec rule: p += 0.001 x (acc_ema - ada_target) x this, "
+                                "per step (spec 4.1 ADA_SPEED = 0.20)", range=(0.0, None),
+                           label="ADA speed (spec rule)")
+    ada_p_max: float = opt(0.8, "ADA cap on p (spec 4.1 ADA_MAX_P = 0.12)", range=(0.0, 1.0), label="ADA max p")
+    ada_warmup_steps: int = opt(0, "no ADA adaptation before this step: the accuracies of steps 0 .. N-1 "
+                                   "never move p (spec 4.1 ADA_FREEZE_UNTIL = 500; 0 = adapt from the "
+                                   "first step). ada_freeze_kimg is the opposite: a freeze after",
+                                range=(0, None), label="ADA warm-up (steps)")
+    ada_hi_acc: float = opt(1.0, "while acc_ema > this, ADA p is capped at ada_hi_cap (spec 4.1: 0.9); "
+                                 "1.0 = never (acc_ema cannot exceed 1)", range=(0.0, 1.0),
+                            label="ADA cap above acc_ema")
+    ada_hi_cap: float = opt(0.08, "the cap on ADA p while acc_ema > ada_hi_acc (spec 4.1 "
+                                  "ADA_P_CAP_IF_ACC_HI = 0.08)", range=(0.0, 1.0),
+                            label="ADA p cap when D is sure")
     ada_freeze_kimg: float = opt(0.0, "freeze ADA p after this many kimg (0 = never)",
                                  range=(0.0, None), label="freeze ADA after (kimg)")
-    ada_interval: int = opt(4, "steps between ADA / alpha-gate / watchdog updates (one host sync "
-                               "each)", range=(1, 1000), label="controller interval")
-    acc_ema_beta: float = opt(0.9, "EMA factor of acc per controller update (acc_ema)",
-                              range=(0.0, 0.9999), label="accuracy EMA factor")
+    ada_ops: list[str] = opt(list(ADA_OPS), "augmentations D's inputs may go through, comma-separated: "
+                                            "xflip (horizontal flip), yflip, rotate90 (quarter turns), rotate "
+                                            "(up to ada_rotate_max_deg), translate (up to ada_translate_frac), "
+                                            "stain (H&E stain jitter), cutout; an op not listed never touches "
+                                            "an image (spec 4.1: xflip, rotate, translate; colour jitter and "
+                                            "cutout off)", choices=ADA_OPS, label="ADA augmentations",
+                             cli_default=",".join(ADA_OPS))
+    ada_rotate_max_deg: float = opt(10.0, "ADA small rotation: angle drawn in +-this many degrees (spec 4.1: "
+                                          "'a few degrees', no number)", range=(0.0, 180.0),
+                                    label="ADA max rotation (deg)")
+    ada_translate_frac: float = opt(0.125, "ADA translation: shift drawn in +-this fraction of the image "
+                                           "side, whole pixels (spec 4.1: 'a few pixels', no number)",
+                                    range=(0.0, 0.5), label="ADA max shift (fraction)")
+    ada_interval: int = opt(4, "steps between two controller updates (ADA, acc_ema, alpha gate, watchdog; "
+                               "one host sync each). Every rule counts steps: an interval of k steps "
+                               "applies k steps' worth of it, the interval's mean acc standing for each "
+                               "step's, so p, acc_ema and alpha do not depend on it otherwise; the "
+                               "watchdog checks the interval's mean |fake| once. Spec 4.1/4.4/4.5: every "
+                               "step, 1",
+                            range=(1, 1000), label="controller interval")
+    acc_ema_beta: float = opt(0.9 ** 0.25, "decay per step of acc_ema, the EMA of acc: over k steps of mean "
+                                           "acc a, acc_ema = beta^k x acc_ema + (1 - beta^k) x a (its first "
+                                           "value is a). Spec 4.1 ADA_DECAY = 0.99; default 0.9^(1/4) = 0.974, "
+                                           "the former 0.9 per 4-step update", range=(0.0, 0.9999),
+                              label="accuracy EMA decay (per step)")
     # domain head and its alpha gate
     domain_head: bool = opt(False, "add the frozen domain-feature head to D (needs a classifier)",
                             label="domain head in D")
-    domain_features: str = opt("", "classifier.pt for the domain head (empty = <data>/classifier.pt)",
-                               label="domain classifier")
-    alpha_on: float = opt(0.78, "gate turns on when acc_ema >= this", range=(0.0, 1.0),
-                          label="gate on at acc")
-    alpha_off: float = opt(0.70, "gate turns off when acc_ema <= this", range=(0.0, 1.0),
-                           label="gate off at acc")
-    alpha_max: float = opt(0.5, "largest alpha of the domain logit", range=(0.0, 10.0),
-                           label="max domain alpha")
-    alpha_tau: float = opt(0.05, "alpha moves by tau * (target - alpha) per update", range=(0.0, 1.0),
-                           label="alpha step fraction")
-    alpha_dalpha: float = opt(0.01, "largest alpha change per update", range=(0.0, 1.0),
-                              label="max alpha change")
-    alpha_dwell: int = opt(50, "updates the gate stays in a state before it may switch",
-                           range=(0, None), label="gate dwell (updates)")
+    domain_features: str = opt("", "feature space of the domain head and the perceptual loss (spec 2.4 / "
+                                   "3.4, the PathoDuet head): empty or `domain` = the lab's classifier "
+                                   "(domain_weights, else <data>/classifier.pt); a path = that "
+                                   "classifier.pt; timm:<name> = a timm backbone with the local "
+                                   "checkpoint domain_weights (e.g. PathoDuet weights; nothing is "
+                                   "downloaded)", label="domain feature space")
+    domain_weights: str = opt("", "local weights of the domain feature space: the checkpoint "
+                                  "(.safetensors or torch state dict) for timm:<name>, or a classifier.pt "
+                                  "for `domain` (spec 2.4)", label="domain weights file")
+    alpha_on: float = opt(0.78, "gate turns on when acc_ema >= this and D is stable (alpha_stable) "
+                                "(spec 4.4 ACC_GATE_HI = 0.78)", range=(0.0, 1.0), label="gate on at acc")
+    alpha_off: float = opt(0.70, "gate turns off when acc_ema <= this (spec 4.4 ACC_GATE_LO = 0.70)",
+                           range=(0.0, 1.0), label="gate off at acc")
+    alpha_max: float = opt(0.5, "largest alpha of the domain logit (spec 4.4 ALPHA_MAX = 0.15)",
+                           range=(0.0, 10.0), label="max domain alpha")
+    alpha_tau: float = opt(78.0, "time constant of alpha, in steps: each step alpha moves by k x (target - "
+                                 "alpha), k = 1 - exp(-1/alpha_tau), clipped to +-alpha_dalpha (spec 4.4 "
+                                 "ALPHA_TAU = 400; 78 = the former 0.05 per 4-step update); > 0",
+                           range=(0.0, None), label="alpha time constant (steps)")
+    alpha_dalpha: float = opt(0.0025, "largest alpha change per step (spec 4.4 ALPHA_DALPHA = 1e-4; 0.0025 "
+                                      "= the former 0.01 per 4-step update); > 0", range=(0.0, 1.0),
+                              label="max alpha change per step")
+    alpha_dwell: int = opt(200, "steps the gate stays in a state before it may switch (spec 4.4 "
+                                "DUET_DWELL_STEPS = 200), also the window of alpha_stable",
+                           range=(0, None), label="gate dwell (steps)")
+    alpha_warmup_steps: int = opt(0, "alpha is 0 and the gate stays off for steps 0 .. N-1 (spec 4.4 "
+                                     "ALPHA_FREEZE_UNTIL = 500; 0 = none). alpha_freeze_kimg is the "
+                                     "opposite: a freeze after", range=(0, None), label="alpha warm-up (steps)")
+    alpha_stable: float = opt(1.0, "'D stable', needed for the gate to turn on (spec 4.4): acc_ema, taken "
+                                   "after each step, moved less than this over the last alpha_dwell steps "
+                                   "(max - min < alpha_stable, with at least alpha_dwell steps seen; with "
+                                   "alpha_dwell 0 always stable). The spec gives no number (issue 10 "
+                                   "reading: 0.05); 1.0 = no stability rule (acc_ema lies in [0, 1])",
+                              range=(0.0, 1.0), label="gate stability band")
     alpha_freeze_kimg: float = opt(0.0, "freeze alpha after this many kimg (0 = never)",
                                    range=(0.0, None), label="freeze alpha after (kimg)")
     watchdog_threshold: float = opt(0.75, "saturation watchdog fires when mean |fake| exceeds this",
@@ -442,6 +560,16 @@ class TrainConfig:
     snap_kimg: float = opt(1.0, "kimg between checkpoints", range=(0.001, None),
                            label="checkpoint every (kimg)")
     keep_last: int = opt(3, "checkpoints kept (the newest ones)", range=(1, None), label="checkpoints kept")
+    best_metric: str = opt("fid_domain", "the best model (seed-001 spec 4.3/5 cgan_best_model.pt): at each "
+                                         "checkpoint a quick FID of G_ema's patches against the held-out "
+                                         "`eval` split in the `domain` feature space (<data>/classifier.pt); "
+                                         "the lowest so far is kept as exports/best/ with its step and score. "
+                                         "off = none. Without the classifier the run goes on without a best "
+                                         "model (one event in events.jsonl)",
+                           choices=("fid_domain", "off"), label="best model by")
+    best_n: int = opt(256, "generated patches of the quick FID at each checkpoint (spec 4.3), evenly per "
+                           "class, at most the size of the eval split; small, so it stays cheap on a CPU",
+                      range=(2, 100_000), label="best-model FID patches")
     grid_per_class: int = opt(8, "samples per class (columns) in the sample grids", range=(1, 64),
                               label="grid columns per class")
 
@@ -452,6 +580,13 @@ class TrainConfig:
         if self.channel_base < self.res:
             raise ConfigError(f"config field 'channel_base' must be at least 'res' ({self.res}) so "
                               f"every layer has a channel (got {self.channel_base})")
+        if 0 < self.d_channel_base < self.res:
+            raise ConfigError(f"config field 'd_channel_base' must be 0 (= channel_base) or at least "
+                              f"'res' ({self.res}) so every D layer has a channel (got {self.d_channel_base})")
+        if self.domain_features == "inception":
+            # its uint8 quantisation has no gradient: a perceptual loss through it would not reach G
+            raise ConfigError("config field 'domain_features' cannot be inception (not differentiable: it "
+                              "quantises to uint8); use empty/domain, a classifier.pt path or timm:<name>")
         g = min(self.mbstd_group, self.batch)
         if self.batch % g:
             raise ConfigError(f"config field 'batch' must be a multiple of 'mbstd_group' "
@@ -461,8 +596,9 @@ class TrainConfig:
         for name in ("alpha_tau", "alpha_dalpha", "watchdog_threshold", "watchdog_factor",
                      "watchdog_alpha_factor"):
             if getattr(self, name) <= 0:
-                lo, hi = 0.0, self.__dataclass_fields__[name].metadata["range"][1]
-                raise ConfigError(f"config field '{name}' must be above {lo} and at most {hi} "
+                hi = self.__dataclass_fields__[name].metadata["range"][1]  # alpha_tau (steps): no upper end
+                upper = "" if hi is None else f" and at most {hi}"
+                raise ConfigError(f"config field '{name}' must be above 0.0{upper} "
                                   f"(got {getattr(self, name)!r})")
         if self.alpha_off >= self.alpha_on:
             raise ConfigError(f"config fields 'alpha_off' ({self.alpha_off}) must be below "
@@ -475,9 +611,8 @@ class TrainConfig:
 SPEC_KIMG_PER_STEP = 8 / 1000  # spec 5: batch 8, so N steps = N * 0.008 kimg
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The seed-001 cGAN spec (shared/seeds/001_*.txt), only where a field has the spec's meaning today;
-    # the spec's other rules (R1 without the interval factor, ADA warm-up, the gate in steps ...) are
-    # behaviours the trainer does not have yet, so no value here pretends to give them.
+    # The seed-001 cGAN spec (shared/seeds/001_*.txt), value by value and in its semantics (the ADA
+    # rule, warm-ups and the gate counted in steps are options of the trainer, set here).
     "spec": {
         "res": 256,                        # 1.2 IMAGE_SIZE = 256
         "samples_per_class_per_epoch": 1000,  # 1.2 SAMPLES_PER_CLASS = 1000
@@ -486,16 +621,49 @@ PRESETS: dict[str, dict[str, Any]] = {
         "w_dim": 512,                      # 2.2 MappingNetwork(w_dim=512)
         "n_mlp": 8,                        # 2.2 MappingNetwork(n_layers=8)
         "clamp": 0.9,                      # 2.2 output clamp +-0.9
+        "mixing_prob": 0.9,                # 2.2 STYLE_MIX_PROB = 0.9 (intra-class)
+        # Widths, on our formula channels(res) = min(base // res, max). G (2.2): the spec fixes only the
+        # 4x4 width, const (1, FMAP_BASE = 512, 4, 4), so max 512; below it, our reading is StyleGAN2's
+        # config-f curve (base 16384): 512 up to 32 px, then halving, 64 at 256 px (halving from the
+        # 4x4 on, base 2048, would leave G 8 channels at 256 px, far thinner than D's 96 there).
+        "channel_base": 16384,             # 2.2 FMAP_BASE = 512 at 4x4 (our reading below it)
+        "channel_max": 512,                # 2.2 FMAP_BASE = 512
+        # D (2.3): D_BASE_CH = 96 channels on the 256 px input, doubling at each stride-2 block:
+        # 96 * 256 = 24576. The cap is our reading: the spec's "96 vs 64 in the simpler versions" is
+        # the DCGAN-style D whose 64 doubles up to 8x = 512; 8 x 96 = 768 (reached at 32 px).
+        "d_channel_base": 96 * 256,        # 2.3 D_BASE_CH = 96 at the 256 px input
+        "d_channel_max": 8 * 96,           # 2.3 our reading: 8 x D_BASE_CH, as 64 -> 512
+        "clamp_reals": True,               # 2.2 the reals D sees are clamped like G's output
         "loss": "bce",                     # 3.1 BCE with one-sided label smoothing ...
         "real_label": 0.9,                 # 3.1 ... real label 0.9
         "r1_gamma": 15.0,                  # 3.2 R1_GAMMA = 15.0
-        "r1_every": 8,                     # 3.2 R1 every 8 steps
+        "r1_every": 8,                     # 3.2 R1 every 8 steps ...
+        "r1_lazy_scale": False,            # 3.2 ... as 0.5 * R1_GAMMA * r1, not x R1_EVERY
         "stats_weight": 3e-3,              # 3.3 LAMBDA_STATS = 3e-3
+        "stats_beta": 0.995,               # 3.3 RealStatsEMA(m=0.995)
+        "stats_range": "unit",             # 3.3 statistics of reals and fakes in [0, 1]
         "perceptual_weight": 0.01,         # 3.4 LAMBDA_PERCEPTUAL = 0.01
+        "perceptual_form": "paired",       # 3.4 MSE(fake_feat, real_feat)
         "saturation_weight": 0.05,         # 3.5 LAMBDA_SATURATION = 0.05
-        "saturation_threshold": 0.6,       # 3.5 clamp(mean|fake| - 0.6, min=0)
+        "saturation_threshold": 0.6,       # 3.5 clamp(mean|fake| - 0.6, min=0) ...
+        "saturation_form": "mean_abs",     # 3.5 ... on fake.abs().mean()
+        "fm_weight": 0.1,                  # 3.6 LAMBDA_FEATURE_MATCHING = 0.1
+        "fm_form": "final_mse",            # 3.6 MSE(fake_feat, real_feat_detach) on D.base's features
+        "diversity_weight": 0.1,           # 3.7 MIXING_REG_WEIGHT = 0.1
+        "diversity_form": "variance",      # 3.7 clamp(0.1 - fake_var, min=0)**2 ...
+        "diversity_var": 0.1,              # 3.7 ... v = 0.1
         "ada_target": 0.6,                 # 4.1 ADA_TARGET = 0.6
         "ada_p_max": 0.12,                 # 4.1 ADA_MAX_P = 0.12
+        "ada_rule": "spec",                # 4.1 new_p = clamp(p + 0.001 * (acc_ema - ADA_TARGET) * ADA_SPEED)
+        "ada_speed": 0.2,                  # 4.1 ADA_SPEED = 0.20
+        "acc_ema_beta": 0.99,              # 4.1 ADA_DECAY = 0.99 (acc_ema, per step)
+        "ada_warmup_steps": 500,           # 4.1 ADA_FREEZE_UNTIL = 500
+        "ada_hi_acc": 0.9,                 # 4.1 si acc_ema > 0.9 ...
+        "ada_hi_cap": 0.08,                # 4.1 ... ADA_P_CAP_IF_ACC_HI = 0.08
+        "ada_ops": ["xflip", "rotate", "translate"],  # 4.1 flip H, rotation, translation; color=0.0
+        "ada_rotate_max_deg": 5.0,         # 4.1 rotation legere (+- quelques degres): 5 is our reading
+        "ada_translate_frac": 1 / 64,      # 4.1 translation (quelques pixels): 4 px at 256, our reading
+        "ada_interval": 1,                 # 4.1 / 4.4 / 4.5 the controllers run at every step
         "drift": 1e-3,                     # 4.2 DRIFT_EPS = 1e-3
         "ema_beta": 0.9995,                # 4.3 ema_update(decay=0.9995) ...
         "ema_kimg": 0.0,                   # 4.3 ... a decay per step, not a half-life ...
@@ -503,6 +671,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "alpha_on": 0.78,                  # 4.4 ACC_GATE_HI = 0.78
         "alpha_off": 0.70,                 # 4.4 ACC_GATE_LO = 0.70
         "alpha_max": 0.15,                 # 4.4 ALPHA_MAX = 0.15
+        "alpha_dalpha": 1e-4,              # 4.4 ALPHA_DALPHA = 1e-4 per step
+        "alpha_tau": 400.0,                # 4.4 ALPHA_TAU = 400, k = 1 - exp(-1/ALPHA_TAU) per step
+        "alpha_warmup_steps": 500,         # 4.4 ALPHA_FREEZE_UNTIL = 500
+        "alpha_dwell": 200,                # 4.4 DUET_DWELL_STEPS = 200
+        "alpha_stable": 0.05,              # 4.4 "D stable": our reading, acc_ema within 0.05 over the dwell
         "watchdog_threshold": 0.75,        # 4.5 fake_mean_abs > 0.75
         "watchdog_factor": 0.9,            # 4.5 LAMBDA_PERCEPTUAL x 0.9 ...
         "watchdog_floor": 0.005,           # 4.5 ... floor 0.005

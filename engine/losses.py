@@ -52,6 +52,16 @@ def r1_penalty(real_logits: Tensor, real_img: Tensor) -> Tensor:
     return grad.float().pow(2).flatten(1).sum(1).mean()
 
 
+def r1_weight(gamma: float, every: int, lazy_scale: bool = True) -> float:
+    """The factor on `r1_penalty` at a step where R1 is applied (every `every` D steps).
+
+    lazy_scale True (StyleGAN2 "lazy regularization"): gamma/2 * every, so the expected gradient is
+    that of R1 at every step. False (seed-001 spec 3.2): 0.5 * gamma, not multiplied by the interval,
+    so R1 every 8 steps is 1/8 of the regularisation strength of R1 at every step.
+    """
+    return 0.5 * gamma * (every if lazy_scale else 1)
+
+
 def drift_penalty(real_logits: Tensor) -> Tensor:
     """Drift: mean(D(real)^2), keeps D's logits near 0 (ProGAN's epsilon_drift)."""
     return real_logits.float().pow(2).mean()
@@ -96,6 +106,19 @@ def feature_matching_loss(real_feats: Sequence[Tensor], fake_feats: Sequence[Ten
     return torch.stack(terms).mean()
 
 
+def feature_matching_final_mse(real_feat: Tensor, fake_feat: Tensor) -> Tensor:
+    """Feature matching as the seed-001 spec 3.6 writes it: MSE(fake_feat, real_feat.detach()) on D's
+    FINAL feature vector (the flattened features before the logit head, Discriminator feats[-1]).
+
+    Pairs fake i with real i: the trainer generates fakes with the reals' labels, so a pair shares its
+    class. Elementwise mean over the batch and the features (nn.MSELoss's default reduction).
+    """
+    if real_feat.shape != fake_feat.shape:
+        raise ValueError(f"feature_matching_final_mse needs equal shapes, got {tuple(real_feat.shape)} "
+                         f"and {tuple(fake_feat.shape)}")
+    return (fake_feat.float() - real_feat.detach().float()).pow(2).mean()
+
+
 def perceptual_loss(real_emb: Tensor, fake_emb: Tensor) -> Tensor:
     """MSE between the batch-mean embeddings of reals (detached) and fakes in the domain-feature space.
 
@@ -103,6 +126,12 @@ def perceptual_loss(real_emb: Tensor, fake_emb: Tensor) -> Tensor:
     feature-statistics loss in the frozen classifier's space.
     """
     return (fake_emb.float().mean(0) - real_emb.detach().float().mean(0)).pow(2).mean()
+
+
+def perceptual_loss_paired(real_emb: Tensor, fake_emb: Tensor) -> Tensor:
+    """The seed-001 spec 3.4 form MSE(fake_feat, real_feat): fake i against real i (same class label,
+    since fakes are generated with the reals' labels), elementwise mean; reals detached (no_grad)."""
+    return (fake_emb.float() - real_emb.detach().float()).pow(2).mean()
 
 
 def _channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -118,24 +147,35 @@ def stats_penalty(fake: Tensor, mean: Tensor | Sequence[float], std: Tensor | Se
     return ((f_mean - mean).pow(2) + (f_std - std).pow(2)).mean()
 
 
+STATS_RANGES = ("signed", "unit")
+
+
 class RealStatsEMA:
     """EMA of the reals' per-channel mean and std; `penalty(fake)` pulls the fakes' colour stats to it.
 
+    `range` is where the statistics are computed: "signed" = the images' own [-1, 1]; "unit" = [0, 1]
+    (x * 0.5 + 0.5 for reals and fakes alike, seed-001 spec 3.3). The unit range halves every mean
+    offset and std, so the same images give 1/4 of the signed penalty.
     The stats stay on the reals' device (no host sync per step); `state_dict` converts them to plain
     float lists so checkpoints load with torch.load(weights_only=True).
     """
 
-    def __init__(self, beta: float = 0.99, channels: int = 3):
+    def __init__(self, beta: float = 0.99, channels: int = 3, range: str = "signed"):
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"RealStatsEMA beta must be in [0, 1), got {beta}")
-        self.beta, self.channels = beta, channels
+        if range not in STATS_RANGES:
+            raise ValueError(f"RealStatsEMA range must be one of {STATS_RANGES}, got {range!r}")
+        self.beta, self.channels, self.range = beta, channels, range
         self.mean: Tensor | None = None
         self.std: Tensor | None = None
         self.count = 0
 
+    def _to_range(self, x: Tensor) -> Tensor:
+        return x.float() * 0.5 + 0.5 if self.range == "unit" else x
+
     @torch.no_grad()
     def update(self, real: Tensor) -> None:
-        mean, std = _channel_stats(real)
+        mean, std = _channel_stats(self._to_range(real))
         if self.mean is None:  # first batch initialises: no bias toward an arbitrary start value
             self.mean, self.std = mean.clone(), std.clone()
         else:
@@ -148,22 +188,35 @@ class RealStatsEMA:
         if self.mean is None:
             return fake.float().sum() * 0.0
         self.mean, self.std = self.mean.to(fake.device), self.std.to(fake.device)  # once after a resume
-        return stats_penalty(fake, self.mean, self.std)
+        return stats_penalty(self._to_range(fake), self.mean, self.std)
 
     def state_dict(self) -> dict:
-        return {"beta": self.beta, "count": self.count,
+        return {"beta": self.beta, "count": self.count, "range": self.range,
                 "mean": None if self.mean is None else [float(v) for v in self.mean.tolist()],
                 "std": None if self.std is None else [float(v) for v in self.std.tolist()]}
 
     def load_state_dict(self, d: dict) -> None:
         self.beta, self.count = float(d["beta"]), int(d["count"])
+        # checkpoints from before `range` hold signed statistics (the only range there was then)
+        self.range = str(d.get("range", "signed"))
         self.mean = None if d["mean"] is None else torch.tensor(d["mean"], dtype=torch.float32)
         self.std = None if d["std"] is None else torch.tensor(d["std"], dtype=torch.float32)
 
 
-def saturation_penalty(fake: Tensor, threshold: float = 0.6) -> Tensor:
-    """mean(relu(|fake| - threshold)^2): discourages pixels drifting into G's output clamp, where
-    the clamp would stop their gradient."""
+SATURATION_FORMS = ("pixel", "mean_abs")
+
+
+def saturation_penalty(fake: Tensor, threshold: float = 0.6, form: str = "pixel") -> Tensor:
+    """Discourages fakes drifting into G's output clamp, where the clamp would stop their gradient.
+
+    form "pixel": mean(relu(|fake| - threshold)^2), per pixel (it also penalises real tiles: 0.005-0.022
+    per class on real crops at 0.6). "mean_abs" (seed-001 spec 3.5): clamp(mean|fake| - threshold,
+    min=0)^2, one scalar on the batch mean |fake|, 0 while the batch's mean |pixel| stays below it.
+    """
+    if form == "mean_abs":
+        return F.relu(fake.float().abs().mean() - threshold).pow(2)
+    if form != "pixel":
+        raise ValueError(f"saturation_penalty form must be one of {SATURATION_FORMS}, got {form!r}")
     return F.relu(fake.float().abs() - threshold).pow(2).mean()
 
 
@@ -187,3 +240,18 @@ def diversity_penalty(fake: Tensor, z: Tensor, y: Tensor | None = None, tau: flo
         return ratio.mean()
     same = (y == y.roll(1, 0)).float()  # masked mean: no host sync to count the pairs
     return (ratio * same).sum() / same.sum().clamp(min=1.0)
+
+
+def variance_penalty(fake: Tensor, v: float = 0.1) -> Tensor:
+    """Mixing regularisation of the seed-001 spec 3.7: clamp(v - var(fake), min=0)^2.
+
+    Our reading of "on aplatit fake en (B, -1), on calcule la variance globale": the variance over the
+    batch (dim 0, unbiased as torch's .var) of each flattened pixel, averaged over the pixels, i.e. how
+    much the batch's images differ from one another. (The variance of all elements at once would also
+    count the spread of pixels within a single image, which a collapsed batch has too.) 0 once the
+    images differ enough; with fewer than 2 images there is no spread to measure and it is 0.
+    """
+    flat = fake.float().flatten(1)
+    if flat.shape[0] < 2:
+        return flat.sum() * 0.0
+    return F.relu(v - flat.var(dim=0).mean()).pow(2)

@@ -97,11 +97,32 @@ def parse_classes(spec: str | list, class_names: list[str]) -> list[int]:
 # ----------------------------------------------------------------------------------------------
 # Loading a generator from a run directory
 
-def list_checkpoints(run_dir: str | os.PathLike) -> list[dict]:
-    """What a run can sample from, newest first: its step_*.pt checkpoints and its export.
+def best_info(run_dir: str | os.PathLike) -> dict | None:
+    """exports/best/best.json of a run ({"step", "kimg", "metric", "score", "n", ...}) when the best
+    model is there whole (its weights and generator.json too), else None."""
+    b = Path(run_dir) / "exports" / "best"
+    info = read_json(b / "best.json")
+    if not isinstance(info, dict) or not (b / "generator.safetensors").is_file() or \
+            not (b / "generator.json").is_file():
+        return None
+    return info
 
-    Returns [{"label": "step 1200 (checkpoint)", "step", "path", "kind": "checkpoint"|"export"}];
-    at equal steps the export comes first (it is what a finished run samples from by default).
+
+def best_label(info: dict) -> str:
+    """"best (step 800, FID 12.3)": how the pickers name the best model."""
+    metric = {"fid_domain": "FID"}.get(str(info.get("metric")), str(info.get("metric", "score")))
+    score = info.get("score")
+    return f"best (step {info.get('step')}, {metric} {score:.4g})" if isinstance(score, (int, float)) \
+        else f"best (step {info.get('step')})"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[dict]:
+    """What a run can sample from, newest first: its step_*.pt checkpoints and its export, then its
+    best model (exports/best, when the trainer kept one).
+
+    Returns [{"label": "step 1200 (checkpoint)", "step", "path", "kind": "checkpoint"|"export"|"best"}];
+    at equal steps the export comes first (it is what a finished run samples from by default). The best
+    entry also has "best" (its best.json).
     """
     d = Path(run_dir)
     out = [{"label": f"step {s} (checkpoint)", "step": s, "path": str(p), "kind": "checkpoint"}
@@ -110,7 +131,11 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[dict]:
     if meta and (d / "exports" / "generator.safetensors").is_file():
         s = int(meta.get("step", 0))
         out.append({"label": f"step {s} (export)", "step": s, "path": str(d / "exports"), "kind": "export"})
-    return sorted(out, key=lambda e: (e["step"], e["kind"] == "export"), reverse=True)
+    out = sorted(out, key=lambda e: (e["step"], e["kind"] == "export"), reverse=True)
+    if (info := best_info(d)) is not None:
+        out.append({"label": best_label(info), "step": int(info.get("step", 0)), "path": str(d / "exports" / "best"),
+                    "kind": "best", "best": info})
+    return out
 
 
 # What the two kinds of file are, in the words the pickers show (Samples, Style mixing).
@@ -119,7 +144,10 @@ KIND_HELP = ("**export**: the EMA generator's weights alone, `exports/generator.
              "and when the run ends. **checkpoint**: a full training snapshot, `checkpoints/step_*.pt` "
              "(both networks, optimisers, EMA, data position) from which a run resumes; its EMA generator is "
              "what is sampled. At the same step both hold the same EMA weights, so each step is listed once. "
-             "**latest** follows the newest step while a run is going (the export once it finished).")
+             "**latest** follows the newest step while a run is going (the export once it finished). "
+             "**best**: `exports/best/`, the EMA generator of the checkpoint with the lowest quick FID "
+             "(`domain` features, held-out `eval` split) so far, with its step and score (the spec's "
+             "`cgan_best_model.pt`).")
 
 
 def checkpoint_choices(run_dir: str | os.PathLike, finished: bool | None = None) -> list[dict]:
@@ -129,21 +157,25 @@ def checkpoint_choices(run_dir: str | os.PathLike, finished: bool | None = None)
     prefers (the export when the run finished, else the checkpoint): both hold the same G_ema, so two
     entries would be the same step twice. Each entry gets "label" ("step 8 · export") and "default"
     (True for the one `load_generator(step=None)` loads). `finished` defaults to the run's status.json.
+    The best model, when the run has one, comes first: {"kind": "best", "label": "best (step N, FID x)"},
+    never the default (a picker offers it beside latest).
     """
     d = Path(run_dir)
     if finished is None:
         finished = (read_json(d / "status.json") or {}).get("state") == "finished"
     prefer = "export" if finished else "checkpoint"
     by_step: dict[int, dict] = {}
-    for e in list_checkpoints(d):
-        if e["step"] not in by_step or e["kind"] == prefer:
+    entries = list_checkpoints(d)
+    for e in entries:
+        if e["kind"] != "best" and (e["step"] not in by_step or e["kind"] == prefer):
             by_step[e["step"]] = e
     out = [dict(e, label=f"step {s} · {e['kind']}", default=False)
            for s, e in sorted(by_step.items(), reverse=True)]
     if out:
         kinds = ["export", "checkpoint"] if finished else ["checkpoint", "export"]
         next(e for k in kinds for e in out if e["kind"] == k)["default"] = True
-    return out
+    best = [dict(e, default=False) for e in entries if e["kind"] == "best"]
+    return best + out
 
 
 def _class_names(run_dir: Path, cfg: dict, num_classes: int) -> list[str]:
@@ -189,7 +221,8 @@ def load_generator(run_dir: str | os.PathLike, step: int | None = None, device: 
 
     Args:
         step: None -> the export if the run finished, else G_ema of the newest checkpoint (the export
-            when there is no checkpoint); an int -> that step's checkpoint (or the export at that step).
+            when there is no checkpoint); an int -> that step's checkpoint (or the export at that step);
+            "best" -> exports/best (the best model by the trainer's held-out FID).
         path: an entry's "path" from `list_checkpoints` (a step_*.pt file or the exports/ dir); wins
             over `step`.
     Returns (G, meta) with meta {"family", "kwargs", "class_names", "res", "step", "kimg", "path", "kind"}.
@@ -205,24 +238,44 @@ def load_generator(run_dir: str | os.PathLike, step: int | None = None, device: 
         chosen = next((e for e in entries if Path(e["path"]) == Path(path)), None)
         if chosen is None:
             raise FileNotFoundError(f"{path} is not a checkpoint or export of run {d}")
+    elif step == "best":
+        chosen = next((e for e in entries if e["kind"] == "best"), None)
+        if chosen is None:
+            raise FileNotFoundError(f"step: run {d.name} has no best model (exports/best/) yet: the trainer "
+                                    "keeps one at its checkpoints when best_metric is fid_domain and the data "
+                                    "set's domain classifier exists (see events.jsonl)")
     elif step is None:
         finished = (read_json(d / "status.json") or {}).get("state") == "finished"
         kinds = ["export", "checkpoint"] if finished else ["checkpoint", "export"]
-        chosen = next(e for k in kinds for e in entries if e["kind"] == k)
+        chosen = next((e for k in kinds for e in entries if e["kind"] == k), entries[0])
     else:
         found = [e for e in entries if e["step"] == int(step)]
         if not found:
             raise FileNotFoundError(f"step: run {d.name} has no checkpoint at step {step}; available steps: "
                                     f"{', '.join(str(s) for s in sorted({e['step'] for e in entries}, reverse=True))}")
-        chosen = min(found, key=lambda e: e["kind"] != "checkpoint")
-    if chosen["kind"] == "export":
+        chosen = min(found, key=lambda e: (e["kind"] != "checkpoint", e["kind"] == "best"))
+    if chosen["kind"] in ("export", "best"):
         G, meta = load_generator_export(chosen["path"], device=device)
         meta = dict(meta)
         meta.setdefault("class_names", _class_names(d, read_json(d / "config.json") or {}, G.num_classes))
+        if chosen["kind"] == "best":
+            meta["best"] = chosen["best"]
     else:
         G, meta = _from_checkpoint(d, Path(chosen["path"]), device)
     meta.update(path=chosen["path"], kind=chosen["kind"], res=G.res)
     return G, meta
+
+
+def parse_step(text: str | int | None) -> int | str | None:
+    """A --step value: None / "" / "latest" -> None, "best" -> "best", else a step number."""
+    if text is None or str(text).strip() in ("", "latest"):
+        return None
+    t = str(text).strip()
+    if t == "best":
+        return t
+    if not t.isdigit():
+        raise ConfigError(f"step must be latest, best or a step number (got {text!r})")
+    return int(t)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -398,7 +451,8 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m engine sample",
                                 description="Per-class samples (PNGs + manifest.csv + grid.png) from a run.")
     p.add_argument("--run-dir", required=True, help="run directory (runs/<id>)")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest / the export)")
+    p.add_argument("--step", default=None, help="checkpoint step, latest (the default: the newest checkpoint, "
+                                                  "the export of a finished run) or best (exports/best)")
     p.add_argument("--classes", default="all", help="class names or indices, e.g. ADI,TUM (default: all)")
     p.add_argument("--seeds", default="0-7", help="seeds, e.g. 0-7 or 1,5,9")
     p.add_argument("--truncation", type=float, default=1.0, help="truncation psi in [0, 1]")
@@ -419,7 +473,7 @@ def main(argv: list[str]) -> int:
     if not 0 <= a.real_per_class <= MAX_SEEDS:
         raise ConfigError(f"real_per_class must lie in 0..{MAX_SEEDS}, got {a.real_per_class}")
     try:
-        G, meta = load_generator(a.run_dir, a.step, device=a.device)
+        G, meta = load_generator(a.run_dir, parse_step(a.step), device=a.device)
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(str(e)) from None
     names = meta["class_names"]

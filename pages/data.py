@@ -33,6 +33,12 @@ def _prepare_form() -> None:
                             help="histosynth: built-in synthetic demo set. folder: an NCT-CRC-HE-100K / "
                                  "CRC-VAL-HE-7K tree <root>/<CLASS>/*.tif or any ImageFolder tree.")
             folder = st.text_input("folder path", placeholder="/data/NCT-CRC-HE-100K")
+            test_folder = st.text_input(_L("test_source"), placeholder="/data/CRC-VAL-HE-7K (optional)",
+                                        help="a second folder <root>/<CLASS>/*.tif whose patches make the test "
+                                             "split instead of a share of the source (spec 1.1): classes "
+                                             "matched by folder name, in the source's order; the same filter, "
+                                             "stain normalisation and resize. Empty = the test split is carved "
+                                             "out of the source.")
             c1, c2, c3 = st.columns(3)
             size = c1.number_input(_L("size"), 16, 1024, 64, step=16)
             per_class = c2.number_input(_L("per_class"), 0, 100000, 0,
@@ -48,6 +54,8 @@ def _prepare_form() -> None:
         if not submitted:
             return
         source = "histosynth" if kind == "histosynth" else f"folder:{folder.strip()}"
+        t = test_folder.strip()
+        test_source = "" if not t else t if t.startswith("folder:") else f"folder:{t}"
         default_name = f"{'histosynth' if kind == 'histosynth' else Path(folder.strip()).name or 'folder'}-{size}"
         out = data_root() / (name.strip() or default_name)
         try:
@@ -55,7 +63,7 @@ def _prepare_form() -> None:
             # minutes even so, and the page stays usable meanwhile.
             job = data_jobs.start_prepare(from_dict(PrepareConfig, dict(
                 source=source, out=str(out), size=int(size), per_class=int(per_class), seed=int(seed),
-                quality_filter=quality_filter, stain_norm=stain_norm, stain_reference=stain_reference.strip())))
+                test_source=test_source, quality_filter=quality_filter, stain_norm=stain_norm, stain_reference=stain_reference.strip())))
         except (ConfigError, ValueError) as e:
             st.error(str(e))
             return
@@ -175,14 +183,28 @@ def _show(path: Path) -> None:
     st.fragment(_classifier, run_every=2 if training else None)(str(path), training)
 
     counts = catalog.counts_table(info)
+    disjoint = data.eval_disjoint
     left, right = st.columns([2, 3])
     left.subheader("Patches per class and split")
     left.dataframe(counts, width="stretch")
-    fig = go.Figure([go.Bar(name=s, x=list(counts.index[:-1]), y=list(counts[s].iloc[:-1]))
-                     for s in counts.columns if s != "eval"])
+    # A held-out eval is a 4th part of the stack; an old eval inside train would count its patches twice.
+    stacked = [s for s in counts.columns if disjoint or s != "eval"]
+    fig = go.Figure([go.Bar(name=s, x=list(counts.index[:-1]), y=list(counts[s].iloc[:-1])) for s in stacked])
     fig.update_layout(barmode="stack", height=320, margin=dict(l=10, r=10, t=30, b=10),
-                      title="train / val / test per class")
+                      title=" / ".join(stacked) + " per class")
     right.plotly_chart(fig, width="stretch", key="counts_chart")
+    if disjoint:
+        left.caption("`eval` is held out for the metrics (FID/KID/LPIPS, the trainer's best model): the four "
+                     "splits are disjoint.")
+    else:
+        left.warning("`eval` is a subset of train here: this data set was prepared before eval was held out, so "
+                     "the metrics compare generated patches with training patches. Prepare it again for a "
+                     "held-out eval.")
+    if info.get("test_source"):
+        missing = info.get("test_missing_classes") or []
+        left.caption(f"test split from `{info['test_source']}` (test_frac not used); "
+                     f"{int(sum((info.get('test_rejected') or {}).values()))} of its files rejected"
+                     + (f"; no test patch of: {', '.join(missing)}" if missing else ""))
 
     st.subheader("Rejected files")
     rej = catalog.rejects_table(info)

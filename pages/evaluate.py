@@ -176,6 +176,15 @@ def _classifier_progress(data_dir: str) -> None:
     st.progress(c.fraction, text=text)
 
 
+def _eval_note(data_dir: str) -> str:
+    """Whether the data set holds `eval` out of train (sets prepared before that do not)."""
+    info = read_json(Path(data_dir) / "dataset.json") or {}
+    if not info:
+        return ""
+    return ("this data set holds it out of train" if info.get("eval_disjoint") else
+            "this data set was prepared before eval was held out: its eval is a subset of train")
+
+
 def _start_form(run, entries: list[dict]) -> None:
     cfg = read_json(Path(run.run_dir) / "config.json") or {}
     space_now = st.session_state.get("eval_features", SPACES[0])
@@ -205,7 +214,9 @@ def _start_form(run, entries: list[dict]) -> None:
                 n_real = a1.number_input(_L("n_real"), 0, 10_000_000, 0, help="real patches per split (0 = n)")
                 truncation = a2.number_input(_L("truncation"), 0.0, 2.0, 1.0, 0.05)
                 seed = a3.number_input(_L("seed"), 0, 2**31 - 1, 0)
-                real_split = a1.selectbox(_L("real_split"), ["train", "val", "test", "eval"])
+                real_split = a1.selectbox(_L("real_split"), ["eval", "train", "val", "test"],
+                                          help="eval: the held-out split kept for the metrics (the default); "
+                                               + _eval_note(needs.data_dir))
                 downstream_epochs = a2.number_input(_L("downstream_epochs"), 1, 1000, 5)
                 device = a3.text_input(_L("device"), "auto")
                 lpips_weights = st.text_input(_L("lpips_weights"), "", help="torchvision AlexNet weights file "
@@ -220,7 +231,8 @@ def _start_form(run, entries: list[dict]) -> None:
                 downstream_epochs=int(downstream_epochs), device=device.strip() or "auto",
                 lpips_weights=lpips_weights.strip(), data=cfg.get("data") or "")
     if ck != labels[0]:
-        opts["step"] = entries[labels.index(ck) - 1]["step"]
+        chosen = entries[labels.index(ck) - 1]
+        opts["step"] = "best" if chosen["kind"] == "best" else chosen["step"]
     key = {"domain": "classifier", "inception": "inception_weights"}.get(feat, "timm_weights")
     opts[key] = weights.strip()
     try:

@@ -67,7 +67,10 @@ if result is None or result["key"] != key:
     st.session_state["samples_result"] = result
 
 step = meta["step"]
-st.caption(f"run `{run.run_id}`, step {step} ({meta['kind']}), {len(result['images'])} patches of "
+best = meta.get("best") or {}
+kind = meta["kind"] if not best else f"best model, {best.get('metric')} {best.get('score', float('nan')):.4g} on " \
+                                     f"{best.get('n')} patches"
+st.caption(f"run `{run.run_id}`, step {step} ({kind}), {len(result['images'])} patches of "
            f"{meta['res']} px in {result['seconds']:.2f} s {ui_cache.device_caption(G)}; psi {psi:g}")
 n, k = len(seeds), int(real_n)
 real, real_note = ui_cache.real_tiles_of_run(run.run_dir, classes, k, meta["res"]) if k else ({}, "")

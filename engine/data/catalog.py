@@ -26,7 +26,9 @@ def describe(path: str | Path) -> str:
     """One line for a picker: name, source, size and total patches."""
     p = Path(path)
     info = read_json(p / "dataset.json", {}) or {}
-    n = sum(sum(c.values()) for s, c in (info.get("counts") or {}).items() if s != "eval")
+    # eval is held out of train in sets made since issue 10, a subset of train in older ones
+    held_out = info.get("eval_disjoint", False)
+    n = sum(sum(c.values()) for s, c in (info.get("counts") or {}).items() if s != "eval" or held_out)
     tag = " (synthetic)" if info.get("synthetic") else ""
     return f"{p.name} — {info.get('source', '?')}{tag}, {info.get('size', '?')} px, {n} patches"
 

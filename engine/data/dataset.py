@@ -28,7 +28,10 @@ class PreparedData:
     """A prepared data set directory (see engine.data.prepare), opened without reading the pixels.
 
     Attributes: root, info (dataset.json), class_names, size, images ((N,H,W,3) uint8 memmap),
-    labels ((N,) int64), splits ({"train","val","test","eval"} -> index arrays; eval is a subset of train).
+    labels ((N,) int64), splits ({"train","val","test","eval"} -> index arrays), eval_disjoint.
+
+    The four splits partition the patches; a set prepared before `eval` was held out (no
+    "eval_disjoint" in dataset.json) still loads, with its eval a subset of train (eval_disjoint False).
     """
 
     def __init__(self, root: str | os.PathLike):
@@ -58,6 +61,11 @@ class PreparedData:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def eval_disjoint(self) -> bool:
+        """True when `eval` is held out (disjoint from train); False for sets prepared before that."""
+        return bool(self.info.get("eval_disjoint", False))
 
     @property
     def synthetic(self) -> bool:

@@ -2,7 +2,8 @@
 
     DIR/images.npy          (N, size, size, 3) uint8, memory-mappable (np.load(..., mmap_mode="r"))
     DIR/labels.npy          (N,) int64 class indices into dataset.json's class_names
-    DIR/splits/<s>.npy      sorted int64 indices for s in train, val, test, eval (eval is a subset of train)
+    DIR/splits/<s>.npy      sorted int64 indices for s in train, val, test, eval: a partition of the patches
+                            (sets made before dataset.json had "eval_disjoint" keep eval as a subset of train)
     DIR/files.csv           index, split, class, source (file path or histosynth patch name)
     DIR/dataset.json        source, sizes, classes, counts, rejects, settings (see `prepare`)
 
@@ -29,7 +30,8 @@ import numpy as np
 from engine import config as C
 from engine.config import ConfigError, PrepareConfig
 from engine.data import quality
-from engine.data.sources import IMAGE_EXTS, Reject, Source, display_name, fit_square, open_source
+from engine.data.sources import (IMAGE_EXTS, Reject, Source, display_name, fit_square, open_source,
+                                 open_test_source)
 from engine.utils import data_root, fsync_dir, read_json
 
 SPLITS = ("train", "val", "test", "eval")
@@ -57,19 +59,23 @@ def _split_sizes(n: int, val_frac: float, test_frac: float) -> tuple[int, int]:
 
 def make_splits(labels: np.ndarray, val_frac: float, test_frac: float, eval_frac: float,
                 seed: int) -> dict[str, np.ndarray]:
-    """Stratified, seeded splits: sorted index arrays; train/val/test partition all indices and `eval`
-    is a per-class random subset of train (real images held for metrics such as FID, not a 4th split)."""
+    """Stratified, seeded splits: sorted index arrays; train/val/test/eval partition all indices.
+
+    `eval` is the real side of the metrics (FID/KID/LPIPS, the trainer's best model), so it is held out
+    like val and test (spec 1.3): a generator is never scored against the patches it trained on. Each
+    fraction is of the class; val/test keep their sizes of before (at least one from 3 patches), eval
+    takes its share of what is left, from 4 patches (train always keeps at least one)."""
     rng = np.random.default_rng([seed, 0x5EED])
     out: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         nv, nt = _split_sizes(len(idx), val_frac, test_frac)
-        train = idx[nv + nt:]
-        ne = 0 if eval_frac <= 0 else min(len(train), max(1, round(len(train) * eval_frac)))
+        rest = len(idx) - nv - nt
+        ne = 0 if eval_frac <= 0 or rest < 2 else min(rest - 1, max(1, round(len(idx) * eval_frac)))
         out["val"].append(idx[:nv])
         out["test"].append(idx[nv:nv + nt])
-        out["train"].append(train)
-        out["eval"].append(rng.choice(train, ne, replace=False))
+        out["eval"].append(idx[nv + nt:nv + nt + ne])
+        out["train"].append(idx[nv + nt + ne:])
     return {s: np.sort(np.concatenate(v)).astype(np.int64) if v else np.zeros(0, np.int64)
             for s, v in out.items()}
 
@@ -176,13 +182,18 @@ def prepare(cfg: PrepareConfig, progress: Progress | None = None) -> Path:
     `progress(done, total, message)` is called as items are processed (a few hundred times at most).
     Raises ConfigError (one sentence naming the field or path) for a bad source, and when no usable
     image remains. dataset.json records: source, synthetic (+ synthetic_label), size, class_names,
-    num_images, counts {split: {class: n}}, rejected {reason: n}, rejected_examples {reason: [path]},
-    empty_classes, dropped_classes, quality_filter, stain_norm, seed, created_at and the config.
+    num_images, counts {split: {class: n}}, eval_disjoint (true: the four splits are disjoint),
+    rejected {reason: n}, rejected_examples {reason: [path]}, empty_classes, dropped_classes,
+    quality_filter, stain_norm, seed, created_at and the config; with `test_source` also test_source,
+    test_rejected, test_rejected_examples, test_empty_classes and test_missing_classes (main classes
+    the test folder has no usable patch of: their test count is 0).
     """
     from filelock import FileLock
 
     C.validate(cfg)
     src = open_source(cfg.source, cfg.per_class, cfg.seed, cfg.size)
+    # The per_class cap applies to the test folder too (a quick look at a large validation set).
+    test = open_test_source(cfg.test_source, src, cfg.per_class, cfg.seed) if cfg.test_source else None
     out = (Path(cfg.out).expanduser() if cfg.out else default_out(cfg)).resolve()
     _check_replaceable(out)
     normalizer = None
@@ -197,7 +208,7 @@ def prepare(cfg: PrepareConfig, progress: Progress | None = None) -> Path:
         for junk in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")]:
             shutil.rmtree(junk, ignore_errors=True)
         try:
-            _write(cfg, src, normalizer, tmp, progress)
+            _write(cfg, src, normalizer, tmp, progress, test)
             _check_replaceable(out)
             _swap_into_place(tmp, out)
         except BaseException:
@@ -206,63 +217,109 @@ def prepare(cfg: PrepareConfig, progress: Progress | None = None) -> Path:
     return out
 
 
-def _write(cfg: PrepareConfig, src: Source, normalizer, tmp: Path, progress: Progress | None) -> None:
-    size, total = cfg.size, len(src.items)
-    (tmp / "splits").mkdir(parents=True)
-    rejected: Counter[str] = Counter()
-    examples: dict[str, list[str]] = defaultdict(list)
+class _Rejects:
+    """Rejected files by reason, with a few example paths each (one per source: main and test folder)."""
 
-    def reject(reason: str, ref: str, detail: str = "") -> None:
-        rejected[reason] += 1
-        if len(examples[reason]) < MAX_EXAMPLES:
+    def __init__(self):
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = defaultdict(list)
+
+    def __call__(self, reason: str, ref: str, detail: str = "") -> None:
+        self.counts[reason] += 1
+        if len(self.examples[reason]) < MAX_EXAMPLES:
             ref = display_name(ref)  # dataset.json and the summary are UTF-8 text (see display_name)
-            examples[reason].append(f"{ref} ({display_name(detail)})" if detail else ref)
+            self.examples[reason].append(f"{ref} ({display_name(detail)})" if detail else ref)
 
-    for reason, ref in src.skipped:
-        reject(reason, ref)
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _nothing_usable(src: Source, rejected: _Rejects, field: str = "") -> ConfigError:
+    where = (f"config field '{field}': " if field else "") + (display_name(src.root) if src.root else src.name)
+    if not rejected.counts:
+        return ConfigError(f"nothing usable in {where}: its class folders hold no image files "
+                           f"({', '.join(IMAGE_EXTS)})")
+    why = ", ".join(f"{r} {k}" for r, k in rejected.counts.most_common())
+    return ConfigError(f"nothing usable in {where}: every file was rejected ({why})")
+
+
+def _write(cfg: PrepareConfig, src: Source, normalizer, tmp: Path, progress: Progress | None,
+           test: tuple[Source, list[str]] | None = None) -> None:
+    test_src = test[0] if test else None
+    sources = [src] + ([test_src] if test_src else [])
+    size, total = cfg.size, sum(len(s.items) for s in sources)
+    (tmp / "splits").mkdir(parents=True)
+    rejects = [_Rejects() for _ in sources]  # the test folder's are counted apart (test_rejected)
+    for r, s in zip(rejects, sources):
+        for reason, ref in s.skipped:
+            r(reason, ref)
     # Stream into a memmap sized for every item, then cut it to the kept count: 100k patches never sit
-    # in RAM, and no second copy of the cache is made.
+    # in RAM, and no second copy of the cache is made. The main source's patches come first, then the
+    # test folder's (the same filter, normalisation and resize: one code path).
     images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
                                        shape=(max(total, 1), size, size, 3))
-    labels, refs, n, passed = [], [], 0, 0
+    labels, refs, n, passed, done = [], [], 0, 0, 0
+    kept_per_source = []
     step, last = max(1, total // 200), 0.0
-    with _results(src, cfg, normalizer, total) as results:
-        for k, (patch, why, detail) in enumerate(results, 1):
-            c, ref = src.items[k - 1]
-            if patch is None:
-                reject(why, ref, detail)
+    for s, reject in zip(sources, rejects):
+        n0 = n
+        with _results(s, cfg, normalizer, len(s.items)) as results:
+            for k, (patch, why, detail) in enumerate(results, 1):
+                c, ref = s.items[k - 1]
+                done += 1
+                if patch is None:
+                    reject(why, ref, detail)
+                else:
+                    images[n] = patch
+                    labels.append(c)
+                    refs.append(ref)
+                    n += 1
+                    passed += why == "stain_passed_through"
+                if progress and (done % step == 0 or done == total) and \
+                        (time.monotonic() - last > 0.05 or done == total):
+                    last = time.monotonic()
+                    what = "test: " if s is test_src else ""
+                    progress(done, total, f"{what}{s.class_names[c]}: {n - n0} kept, {reject.total()} rejected")
+        kept_per_source.append(n - n0)
+    n_main = kept_per_source[0]
+    if n_main == 0:
+        raise _nothing_usable(src, rejects[0])
+    if test_src is not None and kept_per_source[1] == 0:
+        raise _nothing_usable(test_src, rejects[1], "test_source")
+
+    # Classes left without a single usable image (of the main source) are dropped, so every listed
+    # class can be sampled; test patches of such a class are dropped with it (test_rejected).
+    kept = sorted(set(labels[:n_main]))
+    remap = {old: new for new, old in enumerate(kept)}
+    if test_src is not None:  # compact the test rows in place (row w <= row j: nothing is overwritten early)
+        w = n_main
+        for j in range(n_main, n):
+            if labels[j] in remap:
+                if w != j:
+                    images[w] = images[j]
+                labels[w], refs[w] = labels[j], refs[j]
+                w += 1
             else:
-                images[n] = patch
-                labels.append(c)
-                refs.append(ref)
-                n += 1
-                passed += why == "stain_passed_through"
-            if progress and (k % step == 0 or k == total) and (time.monotonic() - last > 0.05 or k == total):
-                last = time.monotonic()
-                progress(k, total, f"{src.class_names[c]}: {n} kept, {sum(rejected.values())} rejected")
+                rejects[1]("class_dropped", refs[j], f"class {src.class_names[labels[j]]} has no usable "
+                                                      "patch in the main source")
+        del labels[w:], refs[w:]
+        n = w
     images.flush()
     del images
-    where = display_name(src.root) if src.root else src.name
-    if n == 0 and not rejected:
-        raise ConfigError(f"nothing usable in {where}: its class folders hold no image files "
-                          f"({', '.join(IMAGE_EXTS)})")
-    if n == 0:
-        why = ", ".join(f"{r} {k}" for r, k in rejected.most_common())
-        raise ConfigError(f"nothing usable in {where}: every file was rejected ({why})")
     _shrink_npy(tmp / "images.npy", n)
-
-    # Classes left without a single usable image are dropped, so every listed class can be sampled.
-    kept = sorted(set(labels))
-    remap = {old: new for new, old in enumerate(kept)}
     class_names = [src.class_names[c] for c in kept]
     dropped = [name for c, name in enumerate(src.class_names) if c not in remap]
     labels_a = np.array([remap[c] for c in labels], dtype=np.int64)
     np.save(tmp / "labels.npy", labels_a)
-    splits = make_splits(labels_a, cfg.val_frac, cfg.test_frac, cfg.eval_frac, cfg.seed)
+    # With a test folder, the main source gives train/val/eval only (test_frac is not used).
+    splits = make_splits(labels_a[:n_main], cfg.val_frac, 0.0 if test_src else cfg.test_frac, cfg.eval_frac,
+                         cfg.seed)
+    if test_src is not None:
+        splits["test"] = np.arange(n_main, n, dtype=np.int64)
     for s, idx in splits.items():
         np.save(tmp / "splits" / f"{s}.npy", idx)
     split_of = np.empty(n, dtype=object)
-    for s in ("train", "val", "test"):
+    for s in SPLITS:
         split_of[splits[s]] = s
     with open(tmp / "files.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -280,11 +337,14 @@ def _write(cfg: PrepareConfig, src: Source, normalizer, tmp: Path, progress: Pro
         "num_images": n,
         "counts": {s: {name: int((labels_a[idx] == c).sum()) for c, name in enumerate(class_names)}
                    for s, idx in splits.items()},
-        "eval_subset_of": "train",
-        "rejected": dict(rejected.most_common()),
-        "rejected_examples": dict(examples),
+        # eval is held out like val/test (spec 1.3); a set without these keys has eval inside train
+        "eval_subset_of": None,
+        "eval_disjoint": True,
+        "rejected": dict(rejects[0].counts.most_common()),
+        "rejected_examples": dict(rejects[0].examples),
         "empty_classes": src.empty_classes,
         "dropped_classes": dropped,
+        "test_source": test_src.name if test_src else None,
         "quality_filter": {"enabled": cfg.quality_filter, "measured_on": "native resolution",
                            **{f: getattr(cfg, f) for f in quality.REASONS.values()}},
         "stain_norm": {"method": cfg.stain_norm, "reference": cfg.stain_reference or None,
@@ -293,6 +353,12 @@ def _write(cfg: PrepareConfig, src: Source, normalizer, tmp: Path, progress: Pro
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": C.to_dict(cfg),
     }
+    if test_src is not None:
+        counts_test = info["counts"]["test"]
+        info.update(test_rejected=dict(rejects[1].counts.most_common()),
+                    test_rejected_examples=dict(rejects[1].examples),
+                    test_empty_classes=test_src.empty_classes,
+                    test_missing_classes=[c for c in class_names if counts_test.get(c, 0) == 0])
     # A plain write: the whole temp dir is renamed into place atomically.
     (tmp / "dataset.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     _fsync_tree(tmp)
@@ -301,6 +367,12 @@ def _write(cfg: PrepareConfig, src: Source, normalizer, tmp: Path, progress: Pro
 # ----------------------------------------------------------------------------------------------
 # CLI
 
+def eval_disjoint(info: dict) -> bool:
+    """Whether a data set's `eval` split is held out (disjoint from train); sets prepared before that
+    (no "eval_disjoint" key, "eval_subset_of": "train") keep their eval inside train."""
+    return bool(info.get("eval_disjoint", False))
+
+
 def summary_table(info: dict) -> str:
     """Per-class counts per split, totals, and the rejects, as fixed-width text."""
     names = info["class_names"]
@@ -308,17 +380,29 @@ def summary_table(info: dict) -> str:
     head = f"{'class':<{w}} " + " ".join(f"{s:>7}" for s in SPLITS) + f" {'total':>7}"
     rows = [head, "-" * len(head)]
     counts = info["counts"]
+    disjoint = eval_disjoint(info)
+    summed = SPLITS if disjoint else SPLITS[:3]
     for name in names + ["total"]:
-        vals = [sum(counts[s].values()) if name == "total" else counts[s][name] for s in SPLITS]
-        rows.append(f"{name:<{w}} " + " ".join(f"{v:>7}" for v in vals) + f" {vals[0] + vals[1] + vals[2]:>7}")
-    rows.append("(eval is a subset of train; total = train + val + test)")
-    rej, examples = info.get("rejected") or {}, info.get("rejected_examples") or {}
-    rows.append("rejected: " + ("none" if not rej else f"{sum(rej.values())} files"))
-    for r, k in rej.items():
-        ex = (examples.get(r) or [""])[0]
-        rows.append(f"  {r:<21} {k:>7}" + (f"  e.g. {ex[:160]}" if ex else ""))
+        vals = {s: sum(counts[s].values()) if name == "total" else counts[s][name] for s in SPLITS}
+        rows.append(f"{name:<{w}} " + " ".join(f"{vals[s]:>7}" for s in SPLITS)
+                    + f" {sum(vals[s] for s in summed):>7}")
+    rows.append("(eval is held out for the metrics: the four splits are disjoint; total = all four)" if disjoint
+                else "(eval is a subset of train: this set was prepared before eval was held out; prepare it "
+                     "again for a held-out eval; total = train + val + test)")
+    if info.get("test_source"):
+        rows.append(f"test split: from {info['test_source']} (test_frac not used)")
+    for key, what in (("rejected", ""), ("test_rejected", "test folder ")):
+        if key == "test_rejected" and not info.get("test_source"):
+            continue
+        rej, examples = info.get(key) or {}, info.get(f"{key}_examples") or {}
+        rows.append(f"{what}rejected: " + ("none" if not rej else f"{sum(rej.values())} files"))
+        for r, k in rej.items():
+            ex = (examples.get(r) or [""])[0]
+            rows.append(f"  {r:<21} {k:>7}" + (f"  e.g. {ex[:160]}" if ex else ""))
     for key, label in (("empty_classes", "class folders with no images"),
-                       ("dropped_classes", "classes with no usable image")):
+                       ("dropped_classes", "classes with no usable image"),
+                       ("test_empty_classes", "test folder: class folders with no images"),
+                       ("test_missing_classes", "classes absent from the test folder (0 test patches)")):
         if info.get(key):
             rows.append(f"{label}: {', '.join(info[key])}")
     if info.get("stain_norm", {}).get("method", "none") != "none":

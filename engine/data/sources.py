@@ -220,23 +220,24 @@ def _walk_images(folder: Path) -> tuple[list[Path], list[Path]]:
     return images, others
 
 
-def folder_source(path: str | os.PathLike, per_class: int = 0, seed: int = 0) -> Source:
+def folder_source(path: str | os.PathLike, per_class: int = 0, seed: int = 0, field: str = "source") -> Source:
     """List an ImageFolder-like tree `<root>/<CLASS>/**/<image>`; class names are the sub-folder names.
 
     `per_class` > 0 keeps a seeded random subset of that many files per class (the cap of PrepareConfig);
-    files directly under the root and non-image files are counted as skipped, never read.
+    files directly under the root and non-image files are counted as skipped, never read. `field` is the
+    config field the errors name (`source`, or `test_source` for the second folder).
     """
     root = Path(path).expanduser()
     if not root.exists():
-        raise ConfigError(f"config field 'source': folder {root} does not exist")
+        raise ConfigError(f"config field '{field}': folder {root} does not exist")
     if not root.is_dir():
-        raise ConfigError(f"config field 'source': {root} is not a folder; expected <root>/<CLASS>/<images>")
+        raise ConfigError(f"config field '{field}': {root} is not a folder; expected <root>/<CLASS>/<images>")
     root = root.resolve()
     skipped = [("outside_class_folder", display_name(p)) for p in sorted(root.iterdir())
                if p.is_file() and not p.name.startswith(".")]
     class_dirs = {p.name: p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
     if not class_dirs:
-        raise ConfigError(f"config field 'source': folder {root} has no class sub-folders; "
+        raise ConfigError(f"config field '{field}': folder {root} has no class sub-folders; "
                           f"expected <root>/<CLASS>/<image files> ({', '.join(IMAGE_EXTS)})")
     listed, empty = {}, []
     for name, d in class_dirs.items():
@@ -273,3 +274,27 @@ def open_source(source: str, per_class: int = 0, seed: int = 0, size: int = 64) 
             raise ConfigError("config field 'source' is folder: with no path; use folder:/path/to/root")
         return folder_source(source[len("folder:"):], per_class, seed)
     raise ConfigError(f"config field 'source' must be one of: histosynth, folder:PATH (got {source!r})")
+
+
+def open_test_source(spec: str, main: Source, per_class: int = 0, seed: int = 0) -> tuple[Source, list[str]]:
+    """The second folder of `prepare --test-source folder:PATH` (e.g. CRC-VAL-HE-7K, spec 1.1), listed
+    with its items' class indices in `main`'s class order (classes matched by folder name).
+
+    Returns (source, main classes the folder has no image of). A class folder unknown to the main source
+    is a ConfigError naming both lists (a silent extra class would shift every label); the same folder as
+    the main source is refused too (every test patch would also be a training patch).
+    """
+    t = folder_source(spec[len("folder:"):], per_class, seed, field="test_source")
+    if main.root is not None and t.root == main.root:
+        raise ConfigError(f"config field 'test_source': {display_name(t.root)} is the main source itself; "
+                          "its patches would be in train and test at once")
+    unknown = [n for n in t.class_names if n not in main.class_names]
+    if unknown:
+        raise ConfigError(f"config field 'test_source': class folder(s) {', '.join(unknown)} of "
+                          f"{display_name(t.root)} are not classes of the main source (main source classes: "
+                          f"{', '.join(main.class_names)}; test source classes: {', '.join(t.class_names)})")
+    to_main = [main.class_names.index(n) for n in t.class_names]
+    items = [(to_main[c], ref) for c, ref in t.items]
+    missing = [n for n in main.class_names if n not in t.class_names]
+    return Source(name=t.name, class_names=list(main.class_names), items=items, root=t.root,
+                  skipped=t.skipped, empty_classes=t.empty_classes), missing

@@ -39,15 +39,20 @@ CLASSIFIER_SHARE = 0.5  # of the progress bar, when the classifier is trained fi
 @dataclass
 class EvalConfig:
     run_dir: str = opt("", "run directory to evaluate (runs/ID)")
-    step: int = opt(-1, "checkpoint step (-1 = the export of a finished run, else the newest checkpoint)",
-                    range=(-1, None), label='checkpoint step')
+    step: str = opt("latest", "checkpoint: latest (the export of a finished run, else the newest "
+                              "checkpoint), best (exports/best: the best G_ema by the trainer's periodic "
+                              "held-out FID, spec 4.3 cgan_best_model.pt) or a step number (-1 = latest)",
+                    label='checkpoint step')
     metrics: str = opt(DEFAULT_METRICS, "comma-separated: fid, kid, pr, is, lpips, downstream, memorisation, stain, cas", label='metrics')
     features: str = opt("domain", "feature space: domain, inception or timm:<name>", label='feature space')
     per_class: bool = opt(False, "also report FID/KID/PR (and colour gaps) per class", label='per-class metrics too')
     n: int = opt(2000, "generated patches in total, split evenly over the classes", range=(2, 10_000_000), label='generated patches')
     n_real: int = opt(0, "real patches per split at most, evenly per class (0 = as many as generated)",
                       range=(0, 10_000_000), label='real patches per split')
-    real_split: str = opt("train", "real split FID/KID/PR compare against", choices=("train", "val", "test", "eval"), label='real split')
+    real_split: str = opt("eval", "real split FID/KID/PR/LPIPS compare against: eval = the held-out split "
+                                  "kept for metrics (spec 1.3; a data set prepared before it was held out "
+                                  "has its eval inside train, and the report says so)",
+                          choices=("train", "val", "test", "eval"), label='real split')
     data: str = opt("", "prepared data set (empty = the one the run trained on)")
     classifier: str = opt("", "classifier file for `domain` (empty = <data>/classifier.pt)")
     inception_weights: str = opt("", "FID Inception weights file (empty = the torch hub cache)")
@@ -81,8 +86,17 @@ class EvalConfig:
         if not (self.features in ("domain", "inception") or re.fullmatch(r"timm:[\w.\-/]+", self.features)):
             raise ConfigError(f"config field 'features' must be one of: domain, inception, timm:<name> "
                               f"(got {self.features!r})")
+        if not (self.step in ("latest", "best") or re.fullmatch(r"-1|\d+", self.step.strip())):
+            raise ConfigError(f"config field 'step' must be one of: latest, best, a step number "
+                              f"(got {self.step!r})")
         if self.job and not re.fullmatch(r"[\w.\-]+", self.job):
             raise ConfigError(f"config field 'job' must use letters, digits, '.', '_' and '-' (got {self.job!r})")
+
+    @property
+    def step_arg(self) -> int | str | None:
+        """`step` as `load_generator` takes it: None (latest), "best" or a step number."""
+        s = self.step.strip()
+        return None if s in ("latest", "-1") else s if s == "best" else int(s)
 
     @property
     def metric_list(self) -> list[str]:
@@ -170,6 +184,64 @@ class EvalContext:
 
 
 # ----------------------------------------------------------------------------------------------
+# The trainer's quick held-out FID (the best model, spec 4.3)
+
+class HeldOutFID:
+    """FID of a generator's patches against the held-out `eval` split in the `domain` feature space:
+    how the trainer picks its best model at each checkpoint (TrainConfig.best_metric = fid_domain).
+
+    Cheap by construction: the feature space is loaded and the real side embedded once per run (at
+    most REAL_CAP eval patches, evenly per class, kept in memory); each call generates `n` patches
+    (min(best_n, size of the eval split), evenly per class, seeds 0.. so every checkpoint is scored on
+    the same latents, constant noise) and embeds them. The patches go through uint8 as in `evaluate`,
+    so the score is the one `evaluate --features domain --real-split eval` gives at equal N.
+    `open()` raises FileNotFoundError / ValueError / OSError when the space or the split is unusable.
+    """
+
+    metric = "fid_domain"
+    REAL_CAP = 2000
+
+    def __init__(self, data, n: int, res: int, device="cpu", batch: int = 64, classifier: str | Path = ""):
+        self.data, self.res, self.device, self.batch = data, int(res), str(device), int(batch)
+        self.path = Path(classifier) if classifier else Path(data.root) / "classifier.pt"
+        self.n_wanted, self.space, self.real_feats, self.desc = int(n), None, None, {}
+
+    def open(self) -> None:
+        if self.real_feats is not None:
+            return
+        from engine.metrics.features import describe_space, open_feature_space
+        from engine.metrics.fid import embed, resize_uint8, subset_per_class
+
+        labels, idx = np.asarray(self.data.labels), np.asarray(self.data.splits["eval"])
+        if len(idx) < 2:
+            raise ValueError(f"the data set {self.data.root} has {len(idx)} patch(es) in its `eval` split "
+                             "(prepare it with eval_frac > 0)")
+        k = len(self.data.class_names)
+        self.n = max(2, min(self.n_wanted, len(idx)))
+        self.per_class = math.ceil(self.n / k)
+        space = open_feature_space("domain", str(self.path), self.device)
+        rows = subset_per_class(labels, idx, math.ceil(self.REAL_CAP / k))
+        self.real_feats = embed(space, resize_uint8(np.asarray(self.data.images[rows]), self.res), self.batch,
+                                self.device)
+        self.space, self.desc = space, describe_space(space)
+
+    def __call__(self, G) -> dict:
+        """{"score", "n", "n_real"} of generator G (it is left as it was: no grad, its own RNG untouched)."""
+        import torch
+
+        from engine.metrics.fid import embed, fid_from_features
+        from engine.sampling import generate
+
+        self.open()
+        k = len(self.data.class_names)
+        with torch.random.fork_rng(devices=[self.device] if self.device.startswith("cuda") else []):
+            images, _ = generate(G, list(range(k)), list(range(self.per_class)), batch=self.batch)
+            feats = embed(self.space, images, self.batch, self.device)
+        return {"score": float(fid_from_features(feats, self.real_feats)), "n": int(len(feats)),
+                "n_real": int(len(self.real_feats))}
+
+
+# ----------------------------------------------------------------------------------------------
 # Orchestration
 
 def new_report_id(eval_dir: Path) -> str:
@@ -196,6 +268,11 @@ def notes_for(ctx: EvalContext, report: dict) -> list[str]:
         notes.append(f"Small N ({n} generated, {ctx.per_class_n} per class, {d}-d features): FID is biased "
                      "upward at small N and per-class FID more so; prefer KID (unbiased) and compare FIDs "
                      "only at equal N and feature space.")
+    used = set(report.get("n_real") or {}) | {ctx.cfg.real_split}
+    if "eval" in used and not getattr(ctx.data, "eval_disjoint", True):
+        notes.append("This data set's `eval` split is a subset of train (it was prepared before eval was held "
+                     "out), so the generator is compared with patches it trained on; prepare the data set "
+                     "again for a held-out eval.")
     if getattr(ctx.data, "synthetic", False):
         notes.append("The real side is the synthetic histosynth demo set, not real tissue.")
     if ctx.cfg.features == "domain" and "num_features" in report["features"]:
@@ -255,7 +332,7 @@ def evaluate(cfg: EvalConfig, progress: Callable[[float, str], None] | None = No
     say = progress or (lambda f, m: None)
     state = {"frac": 0.0}
     say(0.0, "loading the generator")
-    G, meta = load_generator(run_dir, None if cfg.step < 0 else cfg.step, device)
+    G, meta = load_generator(run_dir, cfg.step_arg, device)
     data = resolve_data(cfg, run_dir, G.res)
     if len(data.class_names) != G.num_classes:
         raise ConfigError(f"config field 'data': {data.root} has {len(data.class_names)} classes but the "

@@ -238,7 +238,8 @@ class Discriminator(nn.Module):
     def forward(self, img, y, alpha: float | torch.Tensor = 0.0, return_features: bool = False):
         """img (N, 3, res, res) in [-1, 1], y (N,) -> logits (N,) [, feats].
 
-        feats: one activation per residual block plus the final feature vector h (feature matching).
+        feats: one activation per residual block, then feats[-1] = the final feature vector h (N, ch(4)),
+            the flattened features the logit heads read (spec 2.3's `feat`; feature matching, fm_form).
         The domain term is skipped when there is no domain head or `alpha` is the Python number 0; a
         tensor alpha is always applied (no host sync, no recompiles under torch.compile as it changes).
         """

@@ -143,15 +143,17 @@ def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device
 # ----------------------------------------------------------------------------------------------
 # Exports: G_ema as safetensors + the JSON needed to rebuild it
 
-def export_generator(run_dir: str | os.PathLike, G_ema: nn.Module, meta: dict[str, Any]) -> Path:
+def export_generator(run_dir: str | os.PathLike, G_ema: nn.Module, meta: dict[str, Any], *,
+                     out: str | os.PathLike | None = None) -> Path:
     """Write exports/generator.safetensors (parameters and buffers, e.g. w_avg) + generator.json.
 
     `meta` must hold "family" and "kwargs" (the Generator constructor arguments); class names, res,
-    step and kimg are useful extras. Returns the export directory.
+    step and kimg are useful extras. `out` writes the same two files to another directory instead
+    (export_best). Returns the export directory.
     """
     from safetensors.torch import save_file
 
-    out = Path(run_dir) / "exports"
+    out = Path(out) if out is not None else Path(run_dir) / "exports"
     out.mkdir(parents=True, exist_ok=True)
     # clone: safetensors refuses tensors that share storage
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in G_ema.state_dict().items()}
@@ -167,6 +169,37 @@ def export_generator(run_dir: str | os.PathLike, G_ema: nn.Module, meta: dict[st
         raise
     atomic_write_json(out / "generator.json", meta)
     return out
+
+
+BEST_DIR = "best"  # exports/best/: the best G_ema by the periodic held-out FID (spec 4.3 cgan_best_model.pt)
+
+
+def export_best(run_dir: str | os.PathLike, G_ema: nn.Module, meta: dict[str, Any], best: dict[str, Any]) -> Path:
+    """Write exports/best/ = the export's two files + best.json ({"step", "kimg", "metric", "score", "n"
+    ...}), whole or not at all: built in a temp directory beside it, then renamed into place (the old
+    one steps aside first, since rename cannot replace a non-empty directory). Returns exports/best."""
+    import shutil
+
+    exports = Path(run_dir) / "exports"
+    exports.mkdir(parents=True, exist_ok=True)
+    final = exports / BEST_DIR
+    for junk in exports.glob(f".{BEST_DIR}.*"):  # debris of a write that was killed
+        shutil.rmtree(junk, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=exports, prefix=f".{BEST_DIR}.tmp-"))
+    try:
+        export_generator(run_dir, G_ema, meta, out=tmp)
+        atomic_write_json(tmp / "best.json", best)
+        fsync_dir(tmp)
+        old = exports / f".{BEST_DIR}.old-{os.getpid()}"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        fsync_dir(exports)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
 
 
 def load_generator_export(path: str | os.PathLike, device: str | torch.device = "cpu"

@@ -24,7 +24,7 @@ import torch
 from engine import config as C
 from engine.config import ConfigError, TrainConfig
 from engine.train import dist, schedule
-from engine.train.checkpoint import export_generator, load_checkpoint, save_checkpoint
+from engine.train.checkpoint import BEST_DIR, export_best, export_generator, load_checkpoint, save_checkpoint
 from engine.train.data import Batches, load_training_data
 from engine.train.grid import save_grid
 from engine.train.logging import MetricsCSV, Stats, StatusWriter, log_event, truncate_csv
@@ -113,6 +113,63 @@ class StopRequest:
             signal.signal(sig, h)
 
 
+def make_best_scorer(cfg: TrainConfig, data, device: torch.device):
+    """The scorer of the best model for cfg.best_metric (fid_domain): G -> {"score", "n", "n_real"},
+    lower is better. A module-level function so that a test can hand the loop its own scores."""
+    from engine.metrics.evaluate import HeldOutFID
+
+    return HeldOutFID(data, cfg.best_n, cfg.res, device)
+
+
+class BestModel:
+    """exports/best/ (spec 4.3/5 cgan_best_model.pt): at each checkpoint G_ema is scored (a quick FID in
+    the `domain` space against the held-out eval split) and kept when it beats the best so far.
+
+    Scoring never stops training: when it cannot run (no domain classifier yet, an empty eval split,
+    any error) the run goes on without a best model, one event in events.jsonl says why, and the next
+    checkpoint tries again (a classifier trained meanwhile is then used). A resumed run continues
+    from the best.json it left."""
+
+    def __init__(self, cfg: TrainConfig, data, device: torch.device, run_dir: Path, *, enabled: bool,
+                 resume: bool):
+        self.on = enabled and cfg.best_metric != "off"
+        self.cfg, self.data, self.run_dir, self.warned = cfg, data, run_dir, False
+        self.scorer = make_best_scorer(cfg, data, device) if self.on else None
+        from engine.utils import read_json
+
+        found = read_json(run_dir / "exports" / BEST_DIR / "best.json") if resume else None
+        self.best = found if isinstance(found, dict) and isinstance(found.get("score"), (int, float)) else None
+
+    def update(self, G_ema, meta: dict, step: int) -> None:
+        if not self.on:
+            return
+        try:
+            r = self.scorer(G_ema)
+        except Exception as e:  # noqa: BLE001 - a metric must never end a training run
+            if not self.warned:
+                self.warned = True
+                log_event(self.run_dir, {
+                    "event": "best_model_unavailable", "step": step, "metric": self.cfg.best_metric,
+                    "reason": f"{type(e).__name__}: {e}",
+                    "message": "training goes on without a best model (exports/best/); it is tried again at "
+                               "each checkpoint (train the data set's classifier on the Data page or with "
+                               "`python -m engine train-classifier`), or set best_metric off"})
+            return
+        score = float(r["score"])
+        better = self.best is None or score < float(self.best["score"])
+        print(f"best model: {self.cfg.best_metric} {score:.4g} at step {step} (n {r.get('n')})"
+              + (" - new best" if better else f"; best stays step {self.best['step']} ({self.best['score']:.4g})"),
+              flush=True)
+        if not better:
+            return
+        info = {"step": int(step), "kimg": step * self.cfg.batch / 1000, "metric": self.cfg.best_metric,
+                "score": score, "n": int(r.get("n", 0)), "n_real": int(r.get("n_real", 0)),
+                "real_split": "eval", "eval_disjoint": bool(getattr(self.data, "eval_disjoint", False)),
+                "features": getattr(self.scorer, "desc", {}) or {}, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        export_best(self.run_dir, G_ema, meta, info)
+        self.best = info
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int:
     """Run (or continue) training as configured; returns 0. Rank 0 writes the run directory."""
     device, amp_dtype = resolve(cfg)
@@ -173,6 +230,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
             C.save(cfg, run_dir / "config.json")
             truncate_csv(run_dir / "metrics_gan.csv", step)  # rows after the checkpoint happen again
         csv = MetricsCSV(run_dir / "metrics_gan.csv", extras=T.EXTRAS) if main else None
+        best = BestModel(cfg, data, device, run_dir, enabled=main, resume=resume)
         total_steps = T.total_steps
         print(f"training {cfg.family} {cfg.res}px, {len(data.class_names)} classes, batch {cfg.batch} "
               f"({per_rank} x {info.world_size} rank(s)), {total_steps} steps ({cfg.kimg} kimg) on "
@@ -190,7 +248,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
                              data=batches.state_dict(), stats=stats.state_dict(),
                              config=json.dumps(C.to_dict(cfg)))
                 save_checkpoint(run_dir, state, step, keep_last=cfg.keep_last)
-                export_generator(run_dir, T.G_ema, T.export_meta(data.class_names, step))
+                meta = T.export_meta(data.class_names, step)
+                export_generator(run_dir, T.G_ema, meta)
+                best.update(T.G_ema, meta, step)  # after the checkpoint: a failure here loses nothing
 
         if main and step == 0:
             save_grid(T.G_ema, run_dir / "samples" / f"step_{step:08d}.png", T.num_classes,

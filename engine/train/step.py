@@ -70,8 +70,10 @@ class GanTrainer:
         self.num_classes = num_classes
         domain = self._domain_features(cfg, data_dir) if cfg.domain_head else None
         self.G = Generator(**generator_kwargs(asdict(cfg), num_classes)).to(device)
-        self.D = Discriminator(cfg.res, num_classes, channel_base=cfg.channel_base,
-                               channel_max=cfg.channel_max, mbstd_group=cfg.mbstd_group,
+        # D's own widths (spec 2.3 D_BASE_CH); 0 = as wide as G. The checkpoint stores D's weights only,
+        # so a run resumes with the widths its config.json records.
+        self.D = Discriminator(cfg.res, num_classes, channel_base=cfg.d_channel_base or cfg.channel_base,
+                               channel_max=cfg.d_channel_max or cfg.channel_max, mbstd_group=cfg.mbstd_group,
                                domain_features=domain).to(device)
         if cfg.channels_last:
             self.G.to(memory_format=torch.channels_last)
@@ -98,14 +100,19 @@ class GanTrainer:
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
 
-        self.augment = Augment().to(device)
-        self.ada = AdaController(cfg.ada_target, cfg.ada_kimg, cfg.ada_p_max, cfg.ada_freeze_kimg)
+        # Augment holds the op set (ada_ops): an op not listed has weight 0 and never runs
+        self.augment = Augment(ops=cfg.ada_ops, rotate_max_deg=cfg.ada_rotate_max_deg,
+                               translate_frac=cfg.ada_translate_frac).to(device)
+        self.ada = AdaController(cfg.ada_target, cfg.ada_kimg, cfg.ada_p_max, cfg.ada_freeze_kimg,
+                                 rule=cfg.ada_rule, speed=cfg.ada_speed, warmup_steps=cfg.ada_warmup_steps,
+                                 hi_acc=cfg.ada_hi_acc, hi_cap=cfg.ada_hi_cap)
         self.gate = AlphaGate(cfg.alpha_on, cfg.alpha_off, cfg.alpha_max, cfg.alpha_tau, cfg.alpha_dalpha,
-                              cfg.alpha_dwell, cfg.alpha_freeze_kimg)
+                              cfg.alpha_dwell, cfg.alpha_freeze_kimg, warmup_steps=cfg.alpha_warmup_steps,
+                              stable=cfg.alpha_stable)
         self.watchdog = SaturationWatchdog(cfg.watchdog_threshold, cfg.watchdog_factor, cfg.watchdog_floor,
                                            cfg.watchdog_alpha_factor, cfg.watchdog_alpha_floor,
                                            cfg.watchdog_log_every)
-        self.stats_ema = L.RealStatsEMA()
+        self.stats_ema = L.RealStatsEMA(cfg.stats_beta, range=cfg.stats_range)
         self.perceptual_scale = 1.0
         self.acc_ema: float | None = None
         self.mean_pl = torch.zeros((), device=device)
@@ -115,13 +122,40 @@ class GanTrainer:
 
     @staticmethod
     def _domain_features(cfg: TrainConfig, data_dir: str | None) -> nn.Module:
-        from engine.metrics.features import load_domain_features
+        """The frozen feature space of D's domain head and of the perceptual loss (spec 2.4 / 3.4).
 
-        path = cfg.domain_features or (f"{data_dir}/classifier.pt" if data_dir else "classifier.pt")
+        domain_features: "" or "domain" = the lab's classifier (domain_weights, else
+        <data>/classifier.pt); "timm:<name>" = that backbone with the local checkpoint domain_weights
+        (a user's PathoDuet weights, say); anything else = a classifier.pt path. Never downloads.
+        Both kinds are frozen modules with `num_features`, differentiable wrt their input."""
+        from pathlib import Path
+
+        from engine.metrics import features as Fe
+
+        space = cfg.domain_features
+        if space.startswith("timm:"):
+            weights = cfg.domain_weights
+            if not weights or not Path(weights).expanduser().is_file():
+                got = f"{weights} does not exist" if weights else "no file given"
+                raise ConfigError(
+                    f"config field 'domain_weights': domain_features {space} needs a local checkpoint of "
+                    f"the {space[5:]} backbone ({got}): pass --domain-weights PATH (.safetensors or a torch "
+                    "state dict); nothing is downloaded. Without it, the domain head works offline with "
+                    "the lab's own classifier (--domain-features domain: <data>/classifier.pt from "
+                    "`python -m engine train-classifier`), or train without --domain-head.")
+            try:
+                return Fe.open_feature_space(space, weights)
+            except (ValueError, ImportError) as e:  # unknown architecture, weights that do not fit
+                raise ConfigError(f"config field 'domain_features': {e}") from None
+        if space in ("", "domain"):
+            name = "domain_weights" if cfg.domain_weights else "domain_features"
+            path = cfg.domain_weights or (f"{data_dir}/classifier.pt" if data_dir else "classifier.pt")
+        else:
+            name, path = "domain_features", space
         try:
-            return load_domain_features(path)
+            return Fe.load_domain_features(path)
         except FileNotFoundError as e:
-            raise ConfigError(f"config field 'domain_features': {e}") from None
+            raise ConfigError(f"config field '{name}': {e}") from None
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -146,9 +180,14 @@ class GanTrainer:
         use_domain = self.D.domain_features is not None
         # a tensor alpha: no recompiles as it moves; the number 0 skips the frozen extractor
         alpha = self.alpha_t if use_domain and self.gate.alpha != 0 else 0.0
+        if cfg.clamp_reals and cfg.clamp < 1:
+            # Reals clamped like G's output (spec 2.2): 0.7-6.3 % of real pixels per class lie beyond
+            # +-0.9, a cue D could use and G can never match. Everything below (D, R1, the statistics
+            # EMA, the perceptual reals, the CSV's real_* columns) sees the clamped batch.
+            real = real.clamp(-cfg.clamp, cfg.clamp)
         self.stats_ema.update(real)
 
-        # --- D: logistic/BCE on aug(real) vs aug(fake), drift, lazy R1 (every r1_every, x r1_every).
+        # --- D: logistic/BCE on aug(real) vs aug(fake), drift, R1 every r1_every (x r1_every when lazy).
         # Spectral norm's power iteration: once per D update, here, outside compiled code (the
         # forwards only read u/v; an in-place update inside a compiled graph broke its backward).
         power_iteration(self.D)
@@ -170,7 +209,7 @@ class GanTrainer:
         d_total = d_loss + cfg.drift * L.drift_penalty(real_logits)
         if do_r1:
             r1 = L.r1_penalty(real_logits, real_in)
-            d_total = d_total + (cfg.r1_gamma / 2) * cfg.r1_every * r1
+            d_total = d_total + L.r1_weight(cfg.r1_gamma, cfg.r1_every, cfg.r1_lazy_scale) * r1
             stats.add("r1", r1)
         self.opt_d.zero_grad(set_to_none=True)
         d_gnorm = self._backward_step(d_total, self.opt_d, self.scaler_d, self.d_params)
@@ -189,18 +228,24 @@ class GanTrainer:
         with dist.no_sync(self.D_fwd), self.autocast():
             fake_logits_g, fake_feats = self.D_fwd(self.augment(fake.float(), p), y, alpha,
                                                    return_features=True)
+        # fm_form / diversity_form / perceptual_form: today's forms, or the spec's (3.4, 3.6, 3.7)
+        g_fm = (L.feature_matching_final_mse(real_feats[-1], fake_feats[-1]) if cfg.fm_form == "final_mse"
+                else L.feature_matching_loss(real_feats, fake_feats))
+        g_div = (L.variance_penalty(fake, cfg.diversity_var) if cfg.diversity_form == "variance"
+                 else L.diversity_penalty(fake, z, y, tau=cfg.diversity_tau))
         terms = {"g_adv": L.g_loss_nonsaturating(fake_logits_g),
-                 "g_fm": L.feature_matching_loss(real_feats, fake_feats),
+                 "g_fm": g_fm,
                  "g_stats": self.stats_ema.penalty(fake),
-                 "g_sat": L.saturation_penalty(fake, cfg.saturation_threshold),
-                 "g_div": L.diversity_penalty(fake, z, y, tau=cfg.diversity_tau)}
+                 "g_sat": L.saturation_penalty(fake, cfg.saturation_threshold, cfg.saturation_form),
+                 "g_div": g_div}
         weights = {"g_adv": 1.0, "g_fm": cfg.fm_weight, "g_stats": cfg.stats_weight,
                    "g_sat": cfg.saturation_weight, "g_div": cfg.diversity_weight}
         if use_domain and cfg.perceptual_weight > 0:
             with torch.no_grad(), self.autocast():
                 real_emb = self.D.domain_embed(real)
             with self.autocast():
-                terms["g_perc"] = L.perceptual_loss(real_emb, self.D.domain_embed(fake))
+                perc = L.perceptual_loss_paired if cfg.perceptual_form == "paired" else L.perceptual_loss
+                terms["g_perc"] = perc(real_emb, self.D.domain_embed(fake))
             weights["g_perc"] = cfg.perceptual_weight * self.perceptual_scale
         g_total = sum(weights[k] * v for k, v in terms.items() if weights[k] > 0)
         if cfg.pl_weight > 0 and step % cfg.pl_every == 0:  # fp32, eager (double backward)
@@ -240,19 +285,32 @@ class GanTrainer:
 
     # ------------------------------------------------------------------------------------------
     def update_controls(self, step: int, kimg: float, on_event=None) -> None:
-        """ADA p, acc_ema, alpha gate, saturation watchdog from the accumulators (one host sync)."""
+        """ADA p, acc_ema, alpha gate, saturation watchdog from the accumulators (one host sync).
+
+        `step`: steps done (this call follows the G update of step `step` - 1, so a watchdog firing
+        acts on the next step). The accumulators hold the k steps since the last call; every rule
+        counts steps and is applied k times, once per step, the interval's mean accuracy standing for
+        each step's, so p, acc_ema and alpha do not depend on ada_interval. The watchdog sees only
+        the interval's mean |fake| and fires at most once per call (spec 4.5 checks every step:
+        the spec preset sets ada_interval 1)."""
+        from engine.train.controls import acc_ema_path
+
         ctrl = dist.all_reduce_(self.ctrl.clone(), "sum", self.info)
         acc_sum, n_img, fake_abs_sum, n_steps = ctrl.tolist()
         self.ctrl.zero_()
         if n_img == 0:
             return
         acc = acc_sum / n_img
-        b = self.cfg.acc_ema_beta
-        self.acc_ema = acc if self.acc_ema is None else b * self.acc_ema + (1 - b) * acc
+        k = max(1, round(n_steps / self.info.world_size))  # every rank added 1 per step
+        emas = acc_ema_path(self.acc_ema, acc, self.cfg.acc_ema_beta, k)
+        self.acc_ema = emas[-1]
         if self.cfg.ada:
-            self.ada.update(acc, int(n_img), kimg)
+            self.ada.update(acc, int(n_img), kimg, acc_ema=emas, step=step, steps=k)
         if self.D.domain_features is not None:
-            self.gate.update(self.acc_ema, kimg)
+            kimg_per_step = n_img / k / 1000
+            for j, e in enumerate(emas):  # step - later = steps done after this one
+                later = k - 1 - j
+                self.gate.update(e, kimg - later * kimg_per_step, step=step - later)
         event = self.watchdog.check(fake_abs_sum / n_steps, step)
         if event is not None:
             weight, self.gate.alpha_max = self.watchdog.lower_weights(

@@ -167,3 +167,64 @@ def test_ada_state_dict_weights_only():
     assert other.p == ada.p == pytest.approx(0.26)
     with pytest.raises(ValueError, match="p_max"):
         AdaController(p_max=1.5)
+
+
+def test_ops_not_listed_never_change_the_image():
+    # the spec's set (xflip, rotate, translate) with the rotation and shift at 0: whatever fires, every
+    # sample is x flipped, so yflip, rotate90, stain and cutout never touched it
+    torch.manual_seed(0)
+    x = batch(16, 16)
+    aug = Augment(ops=["xflip", "rotate", "translate"], rotate_max_deg=0.0, translate_frac=0.0)
+    assert {k for k, w in aug.weights.items() if w > 0} == {"xflip", "rotate", "translate"}
+    assert torch.allclose(aug(x, 1.0), x.flip(3), atol=1e-5)
+    assert torch.equal(Augment(ops=[])(x, 1.0), x)  # no op: D sees the images as they are
+    for op in OPS:  # one op listed: it changes the image, and the others do not add to it
+        torch.manual_seed(1)
+        y = Augment(ops=[op])(x, 1.0)
+        torch.manual_seed(1)
+        assert torch.equal(y, only(op)(x, 1.0)) and not torch.equal(y, x), op
+    with pytest.raises(ValueError, match="ops must be among"):
+        Augment(ops=["xflip", "blur"])
+
+
+def test_ada_ops_field_names_and_validation():
+    from engine import config as C
+    from engine.augment import ADA_RULES
+    from engine.config import ConfigError, TrainConfig
+
+    assert C.ADA_OPS == OPS and C.ADA_RULES == ADA_RULES  # config repeats them (it imports no torch)
+    assert C.validate(TrainConfig()).ada_ops == list(OPS)  # default: every op, as before ada_ops
+    assert C.validate(TrainConfig(ada_ops="xflip,rotate")).ada_ops == ["xflip", "rotate"]  # the CLI form
+    with pytest.raises(ConfigError, match=r"'ada_ops' must be one of: xflip, yflip, .* \(got 'blur'\)"):
+        C.validate(TrainConfig(ada_ops="xflip,blur"))
+
+
+def test_spec_rule_drive_warmup_and_cap():
+    # spec 4.1: per step p += 0.001 * (acc_ema - 0.6) * 0.2, in [0, 0.12]; none before step 500;
+    # at most 0.08 while acc_ema > 0.9
+    ada = AdaController(target=0.6, p_max=0.12, rule="spec", speed=0.2, warmup_steps=500, hi_acc=0.9, hi_cap=0.08)
+    assert ada.update(0.95, 8 * 500, kimg=4.0, acc_ema=0.95, step=500, steps=500) == 0.0  # steps 0..499
+    assert ada.update(0.95, 8, kimg=4.008, acc_ema=0.95, step=501) == pytest.approx(0.001 * 0.35 * 0.2)
+    # each step's own acc_ema drives it: 0.001 * 0.2 * ((0.7 - 0.6) + (0.5 - 0.6) + (0.8 - 0.6))
+    p0 = ada.p
+    ada.update(0.7, 24, kimg=4.032, acc_ema=[0.7, 0.5, 0.8], step=504, steps=3)
+    assert ada.p - p0 == pytest.approx(0.001 * 0.2 * 0.2)
+    hi = AdaController(p_max=0.12, rule="spec", hi_acc=0.9, hi_cap=0.08, p_init=0.1)
+    assert hi.update(0.95, 8, 0.0, acc_ema=0.95) == 0.08  # above 0.9: capped at once
+    for _ in range(10000):
+        hi.update(0.95, 8, 0.0, acc_ema=0.95)
+    assert hi.p == 0.08
+    for _ in range(10000):  # D less sure: p may rise again, up to p_max
+        hi.update(0.89, 8, 0.0, acc_ema=0.89)
+    assert hi.p == 0.12
+    with pytest.raises(ValueError, match="needs acc_ema"):
+        AdaController(rule="spec").update(0.9, 8, 0.0)
+
+
+def test_sign_rule_counts_steps_and_warmup():
+    one, four = AdaController(ada_kimg=1.0, warmup_steps=6), AdaController(ada_kimg=1.0, warmup_steps=6)
+    for s in range(1, 13):
+        one.update(0.9, 8, s * 0.008, step=s)
+        if s % 4 == 0:
+            four.update(0.9, 32, s * 0.008, step=s, steps=4)
+    assert one.p == pytest.approx(four.p) == pytest.approx(6 * 8 / 1000)  # steps 6..11 moved p

@@ -14,13 +14,20 @@ def roundtrip(state):
 
 
 def test_gate_switches_on_only_after_dwell():
-    gate = AlphaGate(dwell=3)
+    gate = AlphaGate(dwell=3)  # one update = one step
     assert gate.update(0.9, 0.0) == 0.0 and not gate.enabled
     gate.update(0.9, 0.0)
-    assert not gate.enabled  # 2 updates in the off state: too early
+    assert not gate.enabled  # 2 steps in the off state: too early
     gate.update(0.9, 0.0)
-    assert gate.enabled and gate.alpha == pytest.approx(0.01)  # first step clipped to dalpha
+    assert gate.enabled and gate.alpha == pytest.approx(gate.dalpha) == 0.0025  # first step clipped to dalpha
     assert AlphaGate(dwell=0).update(0.78, 0.0) > 0  # exactly `on` switches on
+
+
+def test_gate_defaults_approximate_the_former_per_update_rule():
+    # before issue 10: tau 0.05 and dalpha 0.01 per update of 4 steps, dwell 50 updates
+    gate = AlphaGate()
+    assert (1 - gate.k) ** 4 == pytest.approx(0.95, abs=1e-4) and 4 * gate.dalpha == 0.01
+    assert gate.dwell == 200
 
 
 def test_gate_hysteresis_between_off_and_on():
@@ -42,25 +49,30 @@ def test_gate_dwell_also_delays_switching_off():
         gate.update(0.9, 0.0)
     assert gate.enabled
     gate.update(0.5, 0.0)
-    assert gate.enabled  # only 1 update in the on state
+    assert gate.enabled  # only 1 step in the on state
     gate.update(0.5, 0.0)
     assert not gate.enabled
 
 
 def test_gate_alpha_rate_limits():
-    gate = AlphaGate(alpha_max=0.5, tau=0.05, dalpha=0.01, dwell=0)
+    import math
+
+    gate = AlphaGate(alpha_max=0.5, tau=20.0, dalpha=0.01, dwell=0)
     prev = 0.0
-    for _ in range(300):
+    for _ in range(500):
         a = gate.update(0.9, 0.0)
         assert 0 <= a - prev <= 0.01 + 1e-12 and a <= 0.5
         prev = a
     assert a > 0.45  # converges toward alpha_max
-    # small gap: the tau term, not the clip, sets the step: 0.05 * (0.1 - 0)
-    small = AlphaGate(alpha_max=0.1, tau=0.05, dalpha=0.01, dwell=0)
-    assert small.update(0.9, 0.0) == pytest.approx(0.005)
-    # off: alpha decays toward 0 at most dalpha per update
+    # small gap: the smoothing term, not the clip, sets the step: (1 - exp(-1/tau)) * (0.1 - 0)
+    small = AlphaGate(alpha_max=0.1, tau=20.0, dalpha=0.01, dwell=0)
+    assert small.update(0.9, 0.0) == pytest.approx((1 - math.exp(-1 / 20)) * 0.1)
+    # off: alpha decays toward 0 at most dalpha per step
     gate.update(0.1, 0.0)
     assert not gate.enabled and prev - gate.alpha == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="tau > 0"):
+        AlphaGate(tau=0)
+    AlphaGate(tau=400.0)  # a time constant in steps: no upper bound (it used to be a fraction <= 1)
 
 
 def test_gate_freeze_and_force_off():
@@ -78,15 +90,19 @@ def test_gate_freeze_and_force_off():
 
 
 def test_gate_state_dict_weights_only():
-    gate = AlphaGate(dwell=1)
+    gate = AlphaGate(dwell=1, stable=0.05)
     for _ in range(4):
         gate.update(0.9, 0.0)
     gate.alpha_max *= 0.5
-    other = AlphaGate()
+    other = AlphaGate(dwell=1, stable=0.05)
     other.load_state_dict(roundtrip(gate.state_dict()))
-    assert (other.alpha, other.enabled, other.in_state, other.alpha_max) == \
-        (gate.alpha, gate.enabled, gate.in_state, gate.alpha_max)
+    assert (other.alpha, other.enabled, other.in_state, other.alpha_max, list(other.history)) == \
+        (gate.alpha, gate.enabled, gate.in_state, gate.alpha_max, list(gate.history))
     assert other.update(0.9, 0.0) == gate.update(0.9, 0.0)
+    # a checkpoint from before the gate counted steps: alpha, enabled, in_state, alpha_max only
+    old = AlphaGate()
+    old.load_state_dict({"alpha": 0.2, "enabled": True, "in_state": 7, "alpha_max": 0.4})
+    assert (old.alpha, old.enabled, old.in_state, old.alpha_max, len(old.history)) == (0.2, True, 7, 0.4, 0)
     with pytest.raises(ValueError, match="off < on"):
         AlphaGate(on=0.7, off=0.8)
 

@@ -89,6 +89,7 @@ def test_real_tiles_come_from_the_eval_split(tmp_path):
     c = data.class_names.index("TUM")
     ev = data.splits["eval"][data.labels[data.splits["eval"]] == c]
     assert len(ev) >= 3
+    assert data.eval_disjoint and not set(ev.tolist()) & set(data.splits["train"].tolist())  # held out
     t = real_tiles(data.root, "TUM", 3, seed=1)
     assert t.shape == (3, 32, 32, 3) and t.dtype == np.uint8
     pool = {data.images[i].tobytes() for i in ev}  # every tile is a TUM tile of the eval split

@@ -24,12 +24,15 @@ def test_splits_disjoint_stratified_seeded():
     labels = np.repeat(np.arange(4), [50, 30, 10, 3])
     s = make_splits(labels, 0.1, 0.2, 0.1, seed=3)
     tr, va, te, ev = (set(s[k].tolist()) for k in ("train", "val", "test", "eval"))
-    assert not (tr & va) and not (tr & te) and not (va & te)
-    assert tr | va | te == set(range(len(labels)))
-    assert ev <= tr and len(ev) > 0
+    sets = [tr, va, te, ev]
+    assert all(not (a & b) for i, a in enumerate(sets) for b in sets[i + 1:])  # eval is held out too
+    assert tr | va | te | ev == set(range(len(labels))) and len(ev) > 0
     for c, n in enumerate([50, 30, 10, 3]):
-        nv, nt = (int((labels[s[k]] == c).sum()) for k in ("val", "test"))
+        nv, nt, ne = (int((labels[s[k]] == c).sum()) for k in ("val", "test", "eval"))
         assert (nv, nt) == (max(1, round(n * 0.1)), max(1, round(n * 0.2)))  # stratified per class
+        # eval: its fraction of the class; a class of 3 has no room for it (train keeps one)
+        assert ne == (0 if n == 3 else max(1, round(n * 0.1)))
+        assert int((labels[s["train"]] == c).sum()) == n - nv - nt - ne >= 1
     assert all(np.array_equal(s[k], make_splits(labels, 0.1, 0.2, 0.1, seed=3)[k]) for k in s)
     assert not np.array_equal(s["val"], make_splits(labels, 0.1, 0.2, 0.1, seed=4)["val"])
     one = make_splits(np.array([0, 1, 1]), 0.1, 0.1, 0.0, seed=0)  # classes below 3 patches stay in train
@@ -46,8 +49,10 @@ def test_cache_round_trip(tmp_path):
     for (img, c, name), row, i in zip(hs.generate(32, 6, 0), rows, range(54)):
         assert np.array_equal(data.images[i], img) and data.labels[i] == c and row["source"] == name
         assert row["class"] == data.class_names[c]
-        assert row["split"] == next(s for s in ("train", "val", "test") if i in data.splits[s])
+        assert row["split"] == next(s for s in ("train", "val", "test", "eval") if i in data.splits[s])
     assert data.split_counts() == data.info["counts"]
+    assert data.eval_disjoint and data.info["eval_disjoint"] is True and data.info["eval_subset_of"] is None
+    assert data.info["counts"]["eval"] == {c: 1 for c in hs.CLASSES}  # 10% of 6, at least one
     assert data.info["counts"]["val"] == {c: 1 for c in hs.CLASSES}
     assert data.info["config"]["per_class"] == 6 and data.info["seed"] == 0 and data.info["created_at"]
 
@@ -107,6 +112,89 @@ def test_bad_config_values(tmp_path):
         small(tmp_path, size=300)
     with pytest.raises(ConfigError, match="'val_frac'"):
         small(tmp_path, val_frac=0.5, test_frac=0.45)
+    with pytest.raises(ConfigError, match="'eval_frac' must leave at least 10% for train"):
+        small(tmp_path, val_frac=0.4, test_frac=0.3, eval_frac=0.3)  # eval is held out too now
+    with pytest.raises(ConfigError, match="'test_source' must be empty or folder:PATH"):
+        small(tmp_path, test_source="histosynth")
+
+
+def folder(root, counts, seed=0, size=40):
+    """<root>/<CLASS>/<i>.png of seeded noise (distinct per class and index); returns root."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c, n in counts.items():
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_test_split_from_a_second_folder(tmp_path):
+    from engine.data.prepare import summary_table
+
+    main = folder(tmp_path / "train", {"TUM": 10, "ADI": 10, "LYM": 10}, seed=1)
+    val7k = folder(tmp_path / "val7k", {"TUM": 3, "ADI": 2}, seed=2)  # no LYM folder
+    (val7k / "ADI" / "broken.png").write_bytes(b"")            # rejected: empty
+    (val7k / "notes.txt").write_text("not a class")            # rejected: outside a class folder
+    out = small(tmp_path, source=f"folder:{main}", test_source=f"folder:{val7k}", size=32, per_class=0,
+                test_frac=0.4, quality_filter=False)
+    data = load_prepared(out)
+    info = data.info
+    assert data.class_names == ["ADI", "LYM", "TUM"]  # the main source's (NCT) order
+    n_main = 30
+    test = data.splits["test"]
+    assert test.tolist() == list(range(n_main, n_main + 5))  # the test folder's patches, and only those
+    assert info["counts"]["test"] == {"ADI": 2, "LYM": 0, "TUM": 3}
+    assert info["test_missing_classes"] == ["LYM"] and info["test_source"] == f"folder:{val7k.resolve()}"
+    # test_frac is not used: the main source gives train / val / eval only, all disjoint
+    main_splits = [set(data.splits[s].tolist()) for s in ("train", "val", "eval")]
+    assert set().union(*main_splits) == set(range(n_main)) and sum(map(len, main_splits)) == n_main
+    assert info["counts"]["val"] == {c: 1 for c in data.class_names}
+    # the same resize as the main source; labels by folder name
+    from PIL import Image
+    for i, (c, f) in enumerate([("ADI", "0.png"), ("ADI", "1.png"), ("TUM", "0.png")]):
+        want = np.asarray(Image.open(val7k / c / f).resize((32, 32), Image.Resampling.LANCZOS))
+        assert np.array_equal(data.images[n_main + i], want) and data.class_names[data.labels[n_main + i]] == c
+    # the test folder's rejects are counted apart from the main source's
+    assert info["rejected"] == {} and info["test_rejected"] == {"empty": 1, "outside_class_folder": 1}
+    text = summary_table(info)
+    assert "classes absent from the test folder (0 test patches): LYM" in text
+    assert "test folder rejected: 2 files" in text and "test_frac not used" in text
+    rows = list(csv.DictReader(open(out / "files.csv")))
+    assert {r["split"] for r in rows[n_main:]} == {"test"} and rows[n_main]["source"].startswith(str(val7k.resolve()))
+
+
+def test_test_folder_errors(tmp_path):
+    main = folder(tmp_path / "train", {"TUM": 4, "ADI": 4})
+    extra = folder(tmp_path / "val7k", {"TUM": 1, "XYZ": 1, "ADI": 1})
+    with pytest.raises(ConfigError, match=r"'test_source'.*XYZ.*main source classes: ADI, TUM; "
+                                          r"test source classes: ADI, TUM, XYZ"):
+        small(tmp_path, source=f"folder:{main}", test_source=f"folder:{extra}", quality_filter=False)
+    with pytest.raises(ConfigError, match="'test_source'.*does not exist"):
+        small(tmp_path, source=f"folder:{main}", test_source=f"folder:{tmp_path / 'nope'}")
+    with pytest.raises(ConfigError, match="'test_source'.*is the main source itself"):
+        small(tmp_path, source=f"folder:{main}", test_source=f"folder:{main}")
+
+
+def test_old_set_with_eval_inside_train_still_loads(tmp_path):
+    """A set prepared before eval was held out: eval_subset_of "train", no eval_disjoint."""
+    import json
+
+    from engine.data.prepare import summary_table
+
+    out = small(tmp_path)
+    info = json.loads((out / "dataset.json").read_text())
+    train = np.load(out / "splits" / "train.npy")
+    np.save(out / "splits" / "train.npy", np.sort(np.concatenate([train, np.load(out / "splits" / "eval.npy")])))
+    info["counts"]["train"] = {c: info["counts"]["train"][c] + info["counts"]["eval"][c] for c in info["class_names"]}
+    del info["eval_disjoint"]
+    info["eval_subset_of"] = "train"
+    (out / "dataset.json").write_text(json.dumps(info))
+    data = load_prepared(out)
+    assert not data.eval_disjoint and set(data.splits["eval"]) <= set(data.splits["train"])
+    assert "eval is a subset of train" in summary_table(info)
+    assert "the four splits are disjoint" in summary_table(load_prepared(small(tmp_path, "new")).info)
 
 
 def run_cli(*args, env_root):

@@ -77,7 +77,7 @@ def test_stain_stats(ref):
 
 
 def test_stain_stats_table(tmp_path):
-    data = load_prepared(prepare(PrepareConfig(source="histosynth", size=32, per_class=4, out=str(tmp_path / "t"))))
+    data = load_prepared(prepare(PrepareConfig(source="histosynth", size=32, per_class=8, out=str(tmp_path / "t"))))
     df = stain_stats_table(data, per_class=2)
     assert list(df.index) == data.class_names and (df["n"] == 2).all()
     assert {"od_r", "od_g", "od_b", "H_r", "E_g", "H_p99", "tissue_ratio"} <= set(df.columns)

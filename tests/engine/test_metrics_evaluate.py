@@ -21,8 +21,9 @@ def tiny_eval_setup(per_class: int = 6):
     from engine.utils import atomic_write_bytes, data_root, runs_root
     from tests.fixtures_runs import CLASS_NAMES, make_tiny_run
 
+    # eval_frac 0.3: 2 held-out `eval` patches per class at 6 per class (the metrics' real side by default)
     data_dir = prepare(PrepareConfig(source="histosynth", size=32, per_class=per_class, seed=0, workers=1,
-                                     out=str(data_root() / "histosynth-32")))
+                                     eval_frac=0.3, out=str(data_root() / "histosynth-32")))
     torch.manual_seed(0)
     net = build_classifier("test_resnet", len(CLASS_NAMES))
     meta = {"arch": "test_resnet", "num_classes": len(CLASS_NAMES), "class_names": CLASS_NAMES, "size": 32,
@@ -50,7 +51,8 @@ def test_tiny_end_to_end_report(monkeypatch, tmp_path):
     assert path.parent == run_dir / "eval" and path.is_file()
     on_disk = json.loads(path.read_text())
     assert on_disk["id"] == report["id"] and on_disk["checkpoint"]["step"] == 8
-    assert on_disk["n_generated"] == 18 and on_disk["n_real"]["train"] == 18
+    assert on_disk["n_generated"] == 18 and on_disk["n_real"]["eval"] == 18  # the held-out split by default
+    assert on_disk["real_split"] == "eval" and not any("subset of train" in n for n in on_disk["notes"])
     assert on_disk["features"]["space"] == "domain" and len(on_disk["features"]["weights_sha256"]) == 16
     assert on_disk["resize"]["real"] == "32 -> 16 px, bilinear with antialias" and on_disk["preferred"] == "kid"
     assert any("prefer KID" in n for n in on_disk["notes"])

@@ -53,10 +53,11 @@ def env1():
 
 def test_resume_is_exact_and_export_rebuilds_g_ema(tmp_path, data_dir):
     a, b = tmp_path / "a", tmp_path / "b"
-    assert train(a, data_dir, "--kimg", "0.064") == 0          # 8 steps straight
+    # ada_target 0.1: p must move in 8 steps whatever D's accuracy on these 9 tiles happens to be
+    assert train(a, data_dir, "--kimg", "0.064", "--ada-target", "0.1") == 0          # 8 steps straight
     assert status(a)["state"] == "finished"
     # 3 steps (mid log interval and mid controller interval), stop, resume for the rest
-    assert train(b, data_dir, "--kimg", "0.064", "--stop-after", "3") == 0
+    assert train(b, data_dir, "--kimg", "0.064", "--ada-target", "0.1", "--stop-after", "3") == 0
     assert status(b)["state"] == "stopped" and status(b)["step"] == 3
     assert (b / "checkpoints" / "step_00000003.pt").is_file()
     assert loop.main(["--resume", str(b)]) == 0

@@ -39,7 +39,9 @@ def test_data_page_prepared(monkeypatch, prepared):
     assert len(at.dataframe) >= 2  # counts table + stain statistics
     counts = at.dataframe[0].value
     assert list(counts.index[:9]) == ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
-    assert int(counts.loc["total"].drop("eval", errors="ignore").sum()) == 9 * 12
+    # eval is held out: train + val + test + eval hold every patch once
+    assert int(counts.loc["total"].sum()) == 9 * 12 and int(counts.loc["total", "eval"]) == 9
+    assert any("held out for the metrics" in c.value for c in at.caption)
     assert len(at.get("image")) == 1  # the per-class preview grid
     assert any("synthetic" in i.value for i in at.info)
 
@@ -69,7 +71,7 @@ def test_data_page_prepares_from_form(monkeypatch):
     assert at.session_state["data_dir"] == job.out
     assert next(s for s in at.selectbox if s.label == "data set").value == job.out
     assert len(at.dataframe) >= 1
-    assert int(at.dataframe[0].value.loc["total"].drop("eval", errors="ignore").sum()) == 9 * 4
+    assert int(at.dataframe[0].value.loc["total"].sum()) == 9 * 4
     # its domain classifier was queued behind the preparation (a background job of the data set)
     from engine.metrics import classifier_jobs
 
@@ -154,3 +156,33 @@ def test_data_page_classifier_failed_shows_message(monkeypatch, prepared):
     assert not at.exception, at.exception
     assert any(e.value == "Domain classifier: failed · out of memory" for e in at.error)
     assert at.button(key="clf_train")
+
+
+def test_data_page_old_set_says_eval_is_inside_train(monkeypatch, prepared):
+    import json
+
+    info = json.loads((prepared / "dataset.json").read_text())
+    info.pop("eval_disjoint")
+    info["eval_subset_of"] = "train"
+    (prepared / "dataset.json").write_text(json.dumps(info))
+    at = _app(monkeypatch)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("eval` is a subset of train" in w.value for w in at.warning)
+
+
+def test_data_page_form_passes_test_source(monkeypatch):
+    from engine.data import jobs as data_jobs
+    from engine.metrics import classifier_jobs
+
+    got = []
+    monkeypatch.setattr(data_jobs, "start_prepare", lambda cfg: got.append(cfg) or "job1")
+    monkeypatch.setattr(classifier_jobs, "ensure_classifier", lambda *a, **k: None)
+    at = _app(monkeypatch)
+    at.run()
+    box = next(t for t in at.text_input if t.label == "test split from folder · test_source")
+    box.set_value("/data/CRC-VAL-HE-7K")
+    at.button[0].click()
+    at.run()
+    assert not at.exception, at.exception
+    assert [c.test_source for c in got] == ["folder:/data/CRC-VAL-HE-7K"]

@@ -76,6 +76,7 @@ def test_start_button_launches_a_background_job(monkeypatch, evaluated):
     assert rid == run_dir.name
     assert opts["metrics"] == "fid,kid,pr" and opts["features"] == "domain" and opts["n"] == 2000
     assert opts["per_class"] is True and "step" not in opts  # "latest" checkpoint by default
+    assert opts["real_split"] == "eval"  # the held-out split by default
     # a phrase a researcher reads, with the one name of the field (config key, CLI flag, report key) beside it
     assert "generated patches · n" in [w.label for w in at.number_input]
     assert "per-class metrics too · per_class" in [w.label for w in at.checkbox]
@@ -258,3 +259,22 @@ def test_history_chart_is_readable(monkeypatch, evaluated):
     fid = next(t for t in spec["data"] if t["name"] == "FID")
     assert len(set(fid["x"])) == 3 and [round(x) for x in fid["x"]] == [4, 4, 8] and fid["x"][2] == 8  # apart
 
+
+
+def test_start_form_can_pick_the_best_model(monkeypatch, evaluated):
+    from engine import sampling
+    from engine.train.checkpoint import export_best
+
+    run_dir, _ = evaluated
+    G, meta = sampling.load_generator(run_dir, step=4)
+    export_best(run_dir, G, dict(meta, step=4), {"step": 4, "metric": "fid_domain", "score": 7.0, "n": 18})
+    at = _app(monkeypatch)
+    with mock.patch("engine.metrics.jobs.start_eval", return_value="20990101-000000") as start:
+        at.run()
+        ck = next(s for s in at.selectbox if s.label == "checkpoint")
+        assert "best (step 4, FID 7)" in ck.options
+        ck.set_value("best (step 4, FID 7)")
+        next(b for b in at.button if b.label == "Start evaluation").click()
+        at.run()
+    assert not at.exception, at.exception
+    assert start.call_args.args[1]["step"] == "best"

@@ -75,7 +75,7 @@ def test_samples_page_real_tiles_beside_generated(monkeypatch, tmp_path):
     from engine.utils import atomic_write_json, read_json
 
     run = make_tiny_run(runs_root())
-    data = prepare(PrepareConfig(source="histosynth", size=32, per_class=20, eval_frac=0.2,
+    data = prepare(PrepareConfig(source="histosynth", size=32, per_class=20, eval_frac=0.15,
                                  out=str(tmp_path / "data")))
     atomic_write_json(run / "config.json", dict(read_json(run / "config.json"), data=str(data)))
     at = _page(monkeypatch).run()
@@ -83,7 +83,7 @@ def test_samples_page_real_tiles_beside_generated(monkeypatch, tmp_path):
     assert len(at.get("image")) == 18  # per class: generated | real
     assert any("eval" in c.value and str(data) in c.value for c in at.caption)
     captions = [i.proto.imgs[0].caption for i in at.get("image")]
-    # 20 patches per class leave 3 in eval, fewer than the default 4: the caption says so
+    # 15% of 20 patches per class: 3 in eval (held out), fewer than the default 4: the caption says so
     assert captions[:2] == ["ADI · generated", "ADI · real (eval split, all 3 it holds)"]
     at.number_input[0].set_value(2)
     at.button[0].click().run()
@@ -113,3 +113,21 @@ def test_run_picker_shows_the_display_name(monkeypatch):
     assert not at.exception, at.exception
     run = at.selectbox(key="samples_run")
     assert run.value == "tiny" and run.options[0].startswith("first demo (tiny)")
+
+
+def test_samples_page_offers_the_best_model(monkeypatch):
+    """exports/best (the trainer's best G_ema by its held-out FID) is a choice beside latest and the steps."""
+    from engine import sampling
+    from engine.train.checkpoint import export_best
+
+    run = make_tiny_run(runs_root())
+    G, meta = sampling.load_generator(run, step=4)
+    export_best(run, G, dict(meta, step=4), {"step": 4, "kimg": 0.016, "metric": "fid_domain", "score": 12.5, "n": 9})
+    at = _page(monkeypatch).run()
+    assert not at.exception, at.exception
+    ck = at.selectbox(key="samples_ckpt_tiny")
+    assert ck.options == ["latest · step 8 · export", "best (step 4, FID 12.5)", "step 4 · checkpoint"]
+    ck.set_value("best (step 4, FID 12.5)")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert any("best model, fid_domain 12.5" in c.value and "step 4" in c.value for c in at.caption)

@@ -38,7 +38,7 @@ def test_empty_runs_root(monkeypatch):
     assert at.number_input(key="cfg_lr_g").label == "G learning rate · lr_g"
     for f in dataclasses.fields(C.TrainConfig):
         if f.name != "run_dir":  # the run id field stands for it
-            w = next(w for kind in ("number_input", "selectbox", "checkbox", "text_input")
+            w = next(w for kind in ("number_input", "selectbox", "checkbox", "text_input", "multiselect")
                      for w in getattr(at, kind) if w.key == f"cfg_{f.name}")
             assert w.label == f"{f.metadata['label']} · {f.name}"
     assert at.selectbox(key="cfg_data").value == ""  # histosynth demo when nothing is prepared
@@ -266,3 +266,11 @@ def test_form_opens_on_spec_with_a_gpu(monkeypatch):
     at = _train_page(monkeypatch, gpu=True)
     assert at.selectbox(key="cfg_preset").value == "spec"
     assert at.selectbox(key="cfg_res").value == 256 and at.number_input(key="cfg_batch").value == 8
+
+
+def test_list_field_is_a_multiselect_of_its_choices(monkeypatch):
+    """ada_ops holds several ops: a selectbox returned one of them and trained with xflip only."""
+    at = _train_page(monkeypatch)
+    ops = at.multiselect(key="cfg_ada_ops")
+    assert ops.value == list(C.TrainConfig().ada_ops) and len(ops.value) > 1
+    assert set(ops.options) == set(C.ADA_OPS)
