@@ -642,6 +642,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "stats_weight": 3e-3,              # 3.3 LAMBDA_STATS = 3e-3
         "stats_beta": 0.995,               # 3.3 RealStatsEMA(m=0.995)
         "stats_range": "unit",             # 3.3 statistics of reals and fakes in [0, 1]
+        # 2.4 the PathoDuet head: the domain head in D (and with it the perceptual loss); it needs the data
+        # set's classifier.pt or domain_features timm:<name> + domain_weights (the error says how).
+        "domain_head": True,               # 2.4 logit = base + proj + alpha * duet
         "perceptual_weight": 0.01,         # 3.4 LAMBDA_PERCEPTUAL = 0.01
         "perceptual_form": "paired",       # 3.4 MSE(fake_feat, real_feat)
         "saturation_weight": 0.05,         # 3.5 LAMBDA_SATURATION = 0.05

@@ -92,3 +92,34 @@ def test_config_json_records_preset_and_resume_keeps_it(tmp_path, cpu, data_dir)
     (run / "config.json").write_text(json.dumps(saved))
     cfg, _ = parse_args(["--resume", str(run), "--kimg", "0.016"])  # no "preset cannot change"
     assert cfg.preset == "stylegan2" and cfg.kimg == 0.016
+
+
+def test_spec_preset_trains_on_the_cpu_at_small_size(tmp_path, cpu, data_dir):
+    """The spec's semantics (domain head + perceptual loss, spec ADA rule and warm-ups, controllers at
+    every step, R1 without the interval factor, clamped reals, best model) run end to end on a tiny
+    model; only sizes are overridden."""
+    import shutil
+
+    from engine.metrics.classifier import train_classifier
+    from engine.train.logging import read_csv_rows
+
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    train_classifier(data, arch="resnet10t", epochs=1, batch=16, device="cpu")  # the domain head's space
+    run = tmp_path / "run"
+    small = ["--res", "16", "--batch", "8", "--kimg", "0.032", "--channel-base", "128", "--channel-max", "16",
+             "--d-channel-base", "128", "--d-channel-max", "16", "--z-dim", "16", "--w-dim", "16",
+             "--n-mlp", "2", "--workers", "0", "--log-kimg", "0.016", "--sample-kimg", "0.016",
+             "--snap-kimg", "0.016", "--grid-per-class", "1", "--samples-per-class-per-epoch", "0",
+             "--best-n", "9"]
+    assert cli(["train", "--preset", "spec", "--data", str(data), "--run-dir", str(run), *small]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["preset"] == "spec" and saved["domain_head"] is True and saved["ada_rule"] == "spec"
+    assert saved["r1_lazy_scale"] is False and saved["ada_interval"] == 1
+    rows = read_csv_rows(run / "metrics_gan.csv")
+    assert [r["step"] for r in rows] == ["2", "4"]
+    assert float(rows[-1]["ada_p"]) == 0.0   # no adaptation before step 500
+    assert float(rows[-1]["alpha"]) == 0.0   # nor alpha
+    assert rows[-1]["g_perc"] != ""          # the perceptual loss ran in the domain space
+    assert float(rows[-1]["real_max"]) <= 0.9 + 1e-6 and float(rows[-1]["real_min"]) >= -0.9 - 1e-6
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
