@@ -51,7 +51,9 @@ class DemoSettings:
 
 
 def demo_settings() -> DemoSettings:
-    """The demo set the app prepares on its first start: `histosynth` at 64 px, 200 patches per class.
+    """The demo set the app prepares on its first start: `histosynth` at the `demo` preset's resolution
+    (32 px; the set and the first run on a CPU match, so its classifier judges samples at their size),
+    200 patches per class.
     HISTOGEN_DEMO_SIZE / HISTOGEN_DEMO_PER_CLASS (the `size` / `per_class` of `engine prepare`) make it
     smaller, e.g. for the browser test on a 2-core CI box."""
     def _int(name: str, default: int) -> int:
@@ -61,7 +63,9 @@ def demo_settings() -> DemoSettings:
         except ValueError:
             return default
 
-    return DemoSettings(size=_int("HISTOGEN_DEMO_SIZE", 64), per_class=_int("HISTOGEN_DEMO_PER_CLASS", 200),
+    from engine.config import PRESETS
+
+    return DemoSettings(size=_int("HISTOGEN_DEMO_SIZE", PRESETS["demo"]["res"]), per_class=_int("HISTOGEN_DEMO_PER_CLASS", 200),
                         seed=0)
 
 

@@ -11,10 +11,11 @@ TEST_DATA = ROOT / "tests" / "data"
 sys.path.insert(0, str(ROOT))
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _one_torch_thread():
     """CI has 2 cores and tests start subprocesses (trainers, Streamlit): two torch threads per process
-    oversubscribe them (a tiny training step went from 0.13 s to 6 s), so every test uses one."""
+    oversubscribe them (a tiny training step went from 0.13 s to 6 s), so every test uses one. Set before
+    each test, since code under test may change it (a trainer's `threads`, a bench)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 

@@ -17,13 +17,6 @@ TINY = ["--res", "16", "--batch", "8", "--z-dim", "32", "--w-dim", "32", "--n-ml
         "--keep-last", "10"]  # a checkpoint every 4 steps, all kept
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):

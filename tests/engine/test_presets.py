@@ -24,8 +24,8 @@ def test_default_preset_by_device(monkeypatch):
     assert C.default_preset() == "demo"
     cfg = parse_args([])[0]
     assert cfg.preset == "demo"
-    # demo = today's defaults (so CPU tests and first runs keep their speed) until measured values land
-    assert C.to_dict(cfg) == {**C.to_dict(TrainConfig()), "preset": "demo"}
+    # demo = the measured CPU first run (bench/demo_quality.py): 32 px for 15 kimg, the rest the defaults
+    assert C.to_dict(cfg) == {**C.to_dict(TrainConfig()), "preset": "demo", "res": 32, "kimg": 15.0}
 
 
 def test_every_preset_is_valid_and_stylegan2_is_the_defaults():

@@ -18,13 +18,6 @@ TINY = dict(res=16, batch=8, z_dim=8, w_dim=8, n_mlp=1, channel_base=64, channel
             d_channel_base=0, d_channel_max=0, domain_head=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def trainer(preset="spec", domain=True, **over) -> GanTrainer:
     cfg = C.from_dict(TrainConfig, {**C.preset_values(preset), **TINY, **over})

@@ -27,13 +27,6 @@ def tiny(preset: str, **over) -> TrainConfig:
     return C.from_dict(TrainConfig, {**C.preset_values(preset), **TINY, **over})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # ---------------------------------------------------------------------------------------------- R1
 

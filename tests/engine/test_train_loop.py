@@ -23,14 +23,6 @@ TINY = ["--res", "16", "--batch", "8", "--z-dim", "32", "--w-dim", "32", "--n-ml
         "--pl-every", "2", "--log-kimg", "0.016", "--sample-kimg", "0.032", "--snap-kimg", "0.032"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Deterministic and fast on a shared 2-core machine (oversubscribed OpenMP threads crawl).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def train(run, data_dir, *extra):
     return loop.main(["--data", str(data_dir), "--run-dir", str(run), *TINY, *extra])

@@ -23,7 +23,7 @@ def test_home_is_the_default_page_on_an_empty_root(monkeypatch):
     assert not at.exception, at.exception
     assert at.title[0].value == "HistoGen Lab"
     text = _text(at)
-    assert "not prepared" in text and "histosynth-64" in text  # the demo data's state
+    assert "not prepared" in text and "histosynth-32" in text  # the demo data's state (at the demo preset's res)
     assert "needs a prepared data set first" in text              # its classifier's
     assert "no runs yet" in text
     steps = [link.proto.page for link in at.get("page_link")[:-1]]
@@ -105,4 +105,4 @@ def test_demo_settings_ignore_a_bad_value(monkeypatch):
 
     monkeypatch.setenv("HISTOGEN_DEMO_SIZE", "big")
     monkeypatch.delenv("HISTOGEN_DEMO_PER_CLASS", raising=False)
-    assert ui_nav.demo_settings() == ui_nav.DemoSettings(size=64, per_class=200, seed=0)
+    assert ui_nav.demo_settings() == ui_nav.DemoSettings(size=32, per_class=200, seed=0)  # the demo preset's res

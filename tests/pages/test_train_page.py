@@ -31,7 +31,7 @@ def test_empty_runs_root(monkeypatch):
     # the form: one widget per config field, labelled with the field's name and its default
     assert at.number_input(key="cfg_batch").value == 16
     assert at.number_input(key="cfg_lr_d").value == pytest.approx(7e-5)
-    assert at.selectbox(key="cfg_res").value == 64
+    assert at.selectbox(key="cfg_res").value == 32  # the demo preset's
     assert at.checkbox(key="cfg_ada").value is True
     # a phrase a researcher reads with the field's one name beside it
     assert at.number_input(key="cfg_z_dim").label == "latent z size · z_dim"  # under "advanced"
@@ -169,7 +169,7 @@ def test_start_selects_the_new_run_above_a_folded_form(monkeypatch):
 
     monkeypatch.setattr(jobs, "start", fake_start)
     at = _train_page(monkeypatch)
-    assert at.selectbox(key="cfg_res").value == 64  # the form exists (folded: there are runs)
+    assert at.selectbox(key="cfg_res").value == 32  # the form exists (folded: there are runs)
     form = next(e for e in at.expander if e.label == "New run")
     assert not form.proto.expanded
     at.button(key="start").click()
@@ -188,7 +188,7 @@ def test_estimate_follows_the_run_fields(monkeypatch):
 
     make_tiny_run(runs_root(), run_id="measured")  # 16 px, batch 4, 100 img/s in its CSV
     at = _train_page(monkeypatch)
-    assert any("Estimated time: no measurement yet" in c.value for c in at.caption)  # 64 px by default
+    assert any("Estimated time: no measurement yet" in c.value for c in at.caption)  # 32 px by default
     at.selectbox(key="cfg_res").set_value(16)
     at.number_input(key="cfg_batch").set_value(4)
     at.number_input(key="cfg_kimg").set_value(6.0)
