@@ -155,7 +155,11 @@ class GanTrainer:
         try:
             return Fe.load_domain_features(path)
         except FileNotFoundError as e:
-            raise ConfigError(f"config field '{name}': {e}") from None
+            # The generic message says what works without the file; here the head was asked for (the
+            # spec preset turns it on), so say how to get it or how to go on without it.
+            raise ConfigError(f"config field '{name}': {e} This run has domain_head on (the spec preset "
+                              "sets it, spec 2.4): train the data set's classifier first (Data page, "
+                              "\"Train classifier\") or start with --domain-head false.") from None
 
     def autocast(self):
         if self.amp_dtype is None:
