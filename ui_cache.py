@@ -7,7 +7,6 @@ import os
 import threading
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
 from engine import jobs, sampling
@@ -126,12 +125,6 @@ def real_tiles_of_run(run_dir, classes: list[str], n: int, size: int) -> tuple[d
     if missing:
         note += f" Not in that data set: {', '.join(missing)}."
     return tiles, note
-
-
-def upscale(img: np.ndarray, min_px: int = 192) -> np.ndarray:
-    """Nearest-neighbour enlargement so small patches (16-64 px) are visible without blur."""
-    k = max(1, min_px // max(img.shape[0], 1))
-    return img if k == 1 else img.repeat(k, axis=0).repeat(k, axis=1)
 
 
 def device_caption(G) -> str:

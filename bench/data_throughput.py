@@ -21,7 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import PrepareConfig  # noqa: E402
-from engine.data.dataset import BalancedClassSampler, load_prepared, uint8_to_float  # noqa: E402
+from engine.data.dataset import BalancedClassSampler, load_prepared  # noqa: E402
+from engine.images import uint8_to_float  # noqa: E402
 from engine.data.prepare import prepare  # noqa: E402
 from engine.utils import device_label, pick_device  # noqa: E402
 

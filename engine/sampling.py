@@ -23,7 +23,7 @@ from engine.config import ConfigError
 from engine.data.dataset import run_data_dir
 from engine.train.checkpoint import load_generator_export
 from engine.train.checkpoint import list_checkpoints as _ckpt_files
-from engine.train.grid import png_bytes, tile, to_uint8
+from engine.images import png_bytes, tile, to_uint8
 from engine.utils import atomic_write_bytes, atomic_write_text, pick_device, read_json
 
 NCT_CLASSES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")

@@ -14,7 +14,7 @@ from plotly.subplots import make_subplots
 import ui_cache
 import ui_nav
 from engine import background as bg
-from engine import jobs, sampling
+from engine import images, jobs, sampling
 from engine.config import ConfigError, label_for
 from engine.metrics import classifier_jobs
 from engine.metrics import jobs as eval_jobs
@@ -129,11 +129,6 @@ def stain_figure(stain: dict) -> go.Figure:
     fig.update_layout(title="H&E optical density (concentration) histograms", xaxis_title="OD",
                       yaxis_title="density", height=320, margin=dict(t=40, b=10))
     return fig
-
-
-def upscale(img: np.ndarray, min_px: int = 96) -> np.ndarray:
-    k = max(1, min_px // max(img.shape[0], 1))
-    return img if k == 1 else img.repeat(k, axis=0).repeat(k, axis=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,8 +340,8 @@ def _results(run, rep: dict) -> None:
             for row in range(0, len(mem["pairs"]), 3):
                 cols = st.columns(6)
                 for j, p in enumerate(mem["pairs"][row:row + 3]):
-                    cols[2 * j].image(upscale(gen[p["rank"]]), caption=f"{p['class']} seed {p['seed']}")
-                    cols[2 * j + 1].image(upscale(real[p["rank"]]),
+                    cols[2 * j].image(images.upscale(gen[p["rank"]], 96), caption=f"{p['class']} seed {p['seed']}")
+                    cols[2 * j + 1].image(images.upscale(real[p["rank"]], 96),
                                           caption=f"train #{p['train_row']} · ratio {p['ratio']:.2f}")
     if "H" in (m.get("stain") or {}):
         st.subheader("Colour check")

@@ -7,7 +7,7 @@ import streamlit as st
 
 import ui_cache
 import ui_nav
-from engine import sampling
+from engine import images, sampling
 from engine.config import ConfigError
 
 ui_cache.require_frame()
@@ -56,14 +56,14 @@ result = st.session_state.get("samples_result")
 if result is None or result["key"] != key:
     bar = st.progress(0.0, text="Generating...")
     t0 = time.perf_counter()
-    images, records = sampling.generate(
+    patches, records = sampling.generate(
         G, idx, seeds, truncation=psi, class_names=names, batch=32,
         progress=lambda done, total: bar.progress(done / total, text=f"Generating {done}/{total}"))
     bar.empty()
-    grid = sampling.tile(images, rows=len(idx))
+    grid = sampling.tile(patches, rows=len(idx))
     # PNG and zip bytes are made once per result, not on every rerun of the page
-    result = dict(key=key, images=images, grid_png=sampling.png_bytes(grid),
-                  zip=sampling.export_zip(images, records, meta["step"]), seconds=time.perf_counter() - t0)
+    result = dict(key=key, images=patches, grid_png=sampling.png_bytes(grid),
+                  zip=sampling.export_zip(patches, records, meta["step"]), seconds=time.perf_counter() - t0)
     st.session_state["samples_result"] = result
 
 step = meta["step"]
@@ -81,13 +81,13 @@ for r, c in enumerate(classes):
     row = sampling.tile(result["images"][r * n:(r + 1) * n], rows=1)
     tiles = real.get(c)
     if tiles is None or not len(tiles):
-        st.image(ui_cache.upscale(row, min_px=px), caption=f"{c} · generated")
+        st.image(images.upscale(row, min_px=px), caption=f"{c} · generated")
         continue
     # Column widths follow the tile counts, so generated and real tiles are drawn at the same size.
     g, rc = st.columns([n, len(tiles)], gap="medium")
-    g.image(ui_cache.upscale(row, min_px=px), caption=f"{c} · generated", width="stretch")
+    g.image(images.upscale(row, min_px=px), caption=f"{c} · generated", width="stretch")
     few = f", all {len(tiles)} it holds" if len(tiles) < k else ""
-    rc.image(ui_cache.upscale(sampling.tile(tiles, rows=1), min_px=px),
+    rc.image(images.upscale(sampling.tile(tiles, rows=1), min_px=px),
              caption=f"{c} · real (eval split{few})", width="stretch")
 
 d1, d2 = st.columns(2)

@@ -7,7 +7,7 @@ import streamlit as st
 
 import ui_cache
 import ui_nav
-from engine import sampling
+from engine import images, sampling
 
 ui_cache.require_frame()
 
@@ -77,7 +77,7 @@ st.session_state["mix_panel"] = panel  # the last render (source, donor, mixed),
 cols = st.columns(3)
 captions = (f"source: {src_class} seed {src[1]}", f"donor: {dst_class} seed {dst[1]}", "mixed")
 for col, img, cap in zip(cols, panel, captions):
-    col.image(ui_cache.upscale(img, min_px=max(192, meta["res"])), caption=cap, width="stretch")
+    col.image(images.upscale(img, min_px=max(192, meta["res"])), caption=cap, width="stretch")
 st.caption(f"run `{run.run_id}`, step {meta['step']} ({meta['kind']}); rendered in {dt * 1000:.0f} ms "
            f"{ui_cache.device_caption(G)}")
 st.download_button("Download mixed PNG", sampling.png_bytes(panel[2]),

@@ -58,7 +58,7 @@ def rejects_table(info: dict) -> pd.DataFrame:
 def preview_grid(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, num_classes: int,
                  per_class: int = 8, seed: int = 0, pad: int = 2) -> np.ndarray:
     """A uint8 HWC mosaic with one row per class: `per_class` random patches of each (blank if fewer)."""
-    from engine.train.grid import tile
+    from engine.images import tile
 
     rng = np.random.default_rng(seed)
     cells = np.full((num_classes, per_class, *images.shape[1:]), 255, np.uint8)

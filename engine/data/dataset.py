@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from engine.config import ConfigError
+from engine.images import to_uint8, uint8_to_float
 from engine.utils import data_root, read_json
 
 SPLITS = ("train", "val", "test", "eval")
@@ -114,7 +115,7 @@ def real_tiles(data_dir: str | os.PathLike | PreparedData, class_name: str, n: i
         return tiles
     x = torch.nn.functional.interpolate(uint8_to_float(tiles), size=(size, size), mode="bilinear",
                                         antialias=True, align_corners=False)
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return to_uint8(x)
 
 
 def run_data_dir(run_dir: str | os.PathLike) -> Path:
@@ -125,15 +126,6 @@ def run_data_dir(run_dir: str | os.PathLike) -> Path:
         return Path(cfg["data"])
     # the size engine.train.data.load_training_data prepares the demo at (histosynth renders 32-256 px)
     return default_demo_dir(min(max(int(cfg.get("res") or 64), 32), 256))
-
-
-def uint8_to_float(batch: torch.Tensor | np.ndarray, device: str | torch.device | None = None) -> torch.Tensor:
-    """uint8 (N,H,W,3) -> float32 (N,3,H,W) in [-1, 1]. With `device`, the uint8 batch moves first."""
-    x = torch.as_tensor(batch)
-    if device is not None:
-        x = x.to(device, non_blocking=True)
-    # One copy into contiguous NCHW float: convs want it, and it is faster than converting permuted strides.
-    return x.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format).div_(127.5).sub_(1.0)
 
 
 class PatchDataset(torch.utils.data.Dataset):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.images import uint8_to_float
 from engine.metrics.registry import register_metric
 
 
@@ -25,8 +26,7 @@ def predict(space, images, batch: int = 64, device: str = "cpu") -> np.ndarray:
     """Argmax class of the space's `logits` for uint8 NHWC `images` (int64, (N,))."""
     out = np.zeros(len(images), np.int64)
     for i in range(0, len(images), batch):
-        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).to(device)
-        x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x = uint8_to_float(images[i:i + batch], device)
         out[i:i + len(x)] = space.logits(x).argmax(1).cpu().numpy()
     return out
 

@@ -29,7 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.config import ConfigError, add_arguments, from_args, opt, validate
-from engine.data.dataset import load_prepared, uint8_to_float
+from engine.data.dataset import load_prepared
+from engine.images import uint8_to_float
 from engine.utils import atomic_write_bytes, atomic_write_json, pick_device
 
 DEFAULT_ARCH = "resnet10t"

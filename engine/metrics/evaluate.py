@@ -210,7 +210,8 @@ class HeldOutFID:
         if self.real_feats is not None:
             return
         from engine.metrics.features import describe_space, open_feature_space
-        from engine.metrics.fid import embed, resize_uint8, subset_per_class
+        from engine.images import resize_uint8
+        from engine.metrics.fid import embed, subset_per_class
 
         labels, idx = np.asarray(self.data.labels), np.asarray(self.data.splits["eval"])
         if len(idx) < 2:

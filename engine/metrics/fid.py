@@ -17,8 +17,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from engine.images import resize_uint8, uint8_to_float
 from engine.metrics.registry import register_metric
 from engine.utils import atomic_write_bytes
 
@@ -28,15 +28,6 @@ IS_NOTE = ("IS rewards confident, varied predictions of the space's classifier (
 
 # ----------------------------------------------------------------------------------------------
 # Embedding and the real-set cache
-
-def resize_uint8(images: np.ndarray, res: int) -> np.ndarray:
-    """uint8 NHWC -> uint8 NHWC at res x res (antialiased bilinear; unchanged when already that size)."""
-    if images.shape[1] == res and images.shape[2] == res:
-        return np.ascontiguousarray(images)
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(res, res), mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-
 
 @torch.no_grad()
 def embed(space, images, batch: int = 64, device: str = "cpu", res: int | None = None, logits: bool = False,
@@ -50,7 +41,7 @@ def embed(space, images, batch: int = 64, device: str = "cpu", res: int | None =
         x = np.asarray(images[i:i + batch])
         if res:
             x = resize_uint8(x, res)
-        x = torch.from_numpy(x).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x = uint8_to_float(x, device)
         if has_logits and hasattr(space, "features_and_logits"):  # one forward for both (Inception)
             f, lg = space.features_and_logits(x)
         else:

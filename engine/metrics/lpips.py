@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import torch
 
+from engine.images import uint8_to_float
 from engine.metrics.features import find_weights, hub_checkpoints_dir, load_state_dict_file
 from engine.metrics.registry import register_metric
 
@@ -97,8 +98,7 @@ def pairwise(dist, labels: np.ndarray, class_names: list[str], pairs: int = 200,
 
 def lpips_dist(model, images: np.ndarray, device: str = "cpu"):
     def f(a, b):
-        x = torch.from_numpy(images[a]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
-        y = torch.from_numpy(images[b]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        x, y = uint8_to_float(images[a], device), uint8_to_float(images[b], device)
         return model(x, y).flatten().cpu().numpy()
     return f
 

@@ -130,21 +130,6 @@ class EqualLinear(nn.Module):
         return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}"
 
 
-class EqualConv2d(nn.Module):
-    """Conv2d with equalised learning rate."""
-
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 bias: bool = True):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
-        self.scale = 1 / math.sqrt(in_ch * kernel_size ** 2)
-        self.stride, self.padding = stride, padding
-
-    def forward(self, x):
-        return F.conv2d(x, self.weight * self.scale, self.bias, stride=self.stride, padding=self.padding)
-
-
 # ---------------------------------------------------------------- generator blocks
 
 class ModulatedConv2d(nn.Module):

@@ -99,7 +99,7 @@ class Batches:
         self.queue.append((fut, (self.epoch, self.pos)))
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        from engine.data.dataset import uint8_to_float
+        from engine.images import uint8_to_float
 
         while len(self.queue) < (2 if self.pool else 1):
             self._submit()

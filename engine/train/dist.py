@@ -59,17 +59,6 @@ def wrap(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=True)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP and/or torch.compile wrappers."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
-
-
 def no_sync(model: nn.Module):
     """DDP's no_sync() (skip the gradient all-reduce) or a null context."""
     m = model._orig_mod if hasattr(model, "_orig_mod") else model

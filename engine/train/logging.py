@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from engine.utils import atomic_write_json, atomic_write_text, read_json
+from engine.utils import atomic_write_json, atomic_write_text
 
 # DESIGN "Run directory": exactly these columns, in this order; extras go after them.
 CSV_COLUMNS = ("epoch", "step", "kimg", "d_loss", "g_loss", "real_mu", "real_min", "real_max",
@@ -146,10 +146,6 @@ class StatusWriter:
     def heartbeat(self, step: int, kimg: float) -> None:
         if time.monotonic() - self._last >= self.every_s:
             self.set(step=step, kimg=kimg)
-
-
-def read_status(run_dir: str | os.PathLike) -> dict | None:
-    return read_json(Path(run_dir) / "status.json")
 
 
 def log_event(run_dir: str | os.PathLike, event: dict[str, Any], *, enabled: bool = True) -> None:

@@ -77,8 +77,10 @@ def test_embed_batches_resize_and_logits():
     f2, logits = M.embed(space, x, batch=10, logits=True)
     np.testing.assert_allclose(f1, f2, atol=1e-6)
     assert logits.shape == (10, 3)
-    assert M.resize_uint8(x, 4).shape == (10, 4, 4, 3)
-    up = M.resize_uint8(np.full((1, 2, 2, 3), 77, np.uint8), 8)
+    from engine.images import resize_uint8
+
+    assert resize_uint8(x, 4).shape == (10, 4, 4, 3)
+    up = resize_uint8(np.full((1, 2, 2, 3), 77, np.uint8), 8)
     assert (up == 77).all()
 
 
