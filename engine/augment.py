@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-OPS = ("xflip", "yflip", "rotate90", "rotate", "translate", "stain", "cutout")
+from engine.config import ADA_OPS, ADA_RULES
+
+OPS = ADA_OPS  # named in engine.config, which imports no torch, so config and CLI can list them
 
 # Ruifrok & Johnston (2001) optical-density vectors of haematoxylin and eosin (as in scikit-image's
 # rgb_from_hed). The residual is their cross product: it captures whatever the two stains don't explain.
@@ -153,7 +155,6 @@ class Augment(nn.Module):
         return x * (~hole).unsqueeze(1).to(x.dtype)
 
 
-ADA_RULES = ("sign", "spec")
 SPEC_RATE = 0.001  # seed-001 spec 4.1: new_p = clamp(p + 0.001 * err * ADA_SPEED, 0, ADA_MAX_P), per step
 
 

@@ -297,7 +297,7 @@ RESUMABLE_FIELDS = ("kimg", "log_kimg", "sample_kimg", "snap_kimg", "keep_last",
 
 # A preset is a set of field values; resolution: preset <- --config file <- explicit flags (from_args).
 PRESET_NAMES = ("spec", "stylegan2", "demo")
-# ADA (engine.augment, which imports torch, so the names are repeated here; a test keeps them equal)
+# ADA: the rules and ops engine.augment implements, named here (this module imports no torch)
 ADA_RULES = ("sign", "spec")
 ADA_OPS = ("xflip", "yflip", "rotate90", "rotate", "translate", "stain", "cutout")
 

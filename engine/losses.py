@@ -113,10 +113,14 @@ def feature_matching_final_mse(real_feat: Tensor, fake_feat: Tensor) -> Tensor:
     Pairs fake i with real i: the trainer generates fakes with the reals' labels, so a pair shares its
     class. Elementwise mean over the batch and the features (nn.MSELoss's default reduction).
     """
-    if real_feat.shape != fake_feat.shape:
-        raise ValueError(f"feature_matching_final_mse needs equal shapes, got {tuple(real_feat.shape)} "
-                         f"and {tuple(fake_feat.shape)}")
-    return (fake_feat.float() - real_feat.detach().float()).pow(2).mean()
+    return paired_mse(real_feat, fake_feat)
+
+
+def paired_mse(real: Tensor, fake: Tensor) -> Tensor:
+    """MSE(fake, real.detach()), fake i against real i, elementwise mean: the spec's FM and perceptual form."""
+    if real.shape != fake.shape:
+        raise ValueError(f"paired MSE needs equal shapes, got {tuple(real.shape)} and {tuple(fake.shape)}")
+    return (fake.float() - real.detach().float()).pow(2).mean()
 
 
 def perceptual_loss(real_emb: Tensor, fake_emb: Tensor) -> Tensor:
@@ -131,7 +135,7 @@ def perceptual_loss(real_emb: Tensor, fake_emb: Tensor) -> Tensor:
 def perceptual_loss_paired(real_emb: Tensor, fake_emb: Tensor) -> Tensor:
     """The seed-001 spec 3.4 form MSE(fake_feat, real_feat): fake i against real i (same class label,
     since fakes are generated with the reals' labels), elementwise mean; reals detached (no_grad)."""
-    return (fake_emb.float() - real_emb.detach().float()).pow(2).mean()
+    return paired_mse(real_emb, fake_emb)
 
 
 def _channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:

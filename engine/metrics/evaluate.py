@@ -203,7 +203,9 @@ class HeldOutFID:
 
     def __init__(self, data, n: int, res: int, device="cpu", batch: int = 64, classifier: str | Path = ""):
         self.data, self.res, self.device, self.batch = data, int(res), str(device), int(batch)
-        self.path = Path(classifier) if classifier else Path(data.root) / "classifier.pt"
+        from engine.metrics.classifier import FILE_NAME
+
+        self.path = Path(classifier) if classifier else Path(data.root) / FILE_NAME
         self.n_wanted, self.space, self.real_feats, self.desc = int(n), None, None, {}
 
     def open(self) -> None:

@@ -227,13 +227,15 @@ class TimmFeatures(nn.Module):
         return self.net((x - self.mean) / self.std).float()
 
 
-def timm_missing_message(arch: str, path=None) -> str:
+def timm_missing_message(arch: str, path=None, flag: str = "--timm-weights") -> str:
+    """`flag`: the option of the command that asked (evaluate --timm-weights, train --domain-weights)."""
     got = f"{path} does not exist" if path else "no weights file given"
-    return (f"timm:{arch} needs a local checkpoint ({got}): pass --timm-weights PATH (.safetensors or a "
+    return (f"timm:{arch} needs a local checkpoint ({got}): pass {flag} PATH (.safetensors or a "
             "torch state dict); nothing is downloaded. The `domain` feature space works offline.")
 
 
-def open_feature_space(space: str, weights=None, device: str = "cpu") -> nn.Module:
+def open_feature_space(space: str, weights=None, device: str = "cpu", *, weights_flag: str = "--timm-weights"
+                       ) -> nn.Module:
     """Any feature space by name: `domain` (weights = classifier.pt), `inception` (weights = the FID
     Inception file or None for the hub cache) or `timm:<name>` (weights = a local checkpoint).
 
@@ -249,7 +251,7 @@ def open_feature_space(space: str, weights=None, device: str = "cpu") -> nn.Modu
         if not timm.is_model(arch):
             raise ValueError(f"unknown timm architecture {arch!r} in feature space {space!r}")
         if not weights or not Path(weights).expanduser().is_file():
-            raise FileNotFoundError(timm_missing_message(arch, weights))
+            raise FileNotFoundError(timm_missing_message(arch, weights, weights_flag))
         m = TimmFeatures(arch, Path(weights).expanduser()).to(device).eval()
         m.weights_path = str(weights)
         return m

@@ -131,25 +131,22 @@ class GanTrainer:
         from pathlib import Path
 
         from engine.metrics import features as Fe
+        from engine.metrics.classifier import FILE_NAME
 
         space = cfg.domain_features
         if space.startswith("timm:"):
-            weights = cfg.domain_weights
-            if not weights or not Path(weights).expanduser().is_file():
-                got = f"{weights} does not exist" if weights else "no file given"
-                raise ConfigError(
-                    f"config field 'domain_weights': domain_features {space} needs a local checkpoint of "
-                    f"the {space[5:]} backbone ({got}): pass --domain-weights PATH (.safetensors or a torch "
-                    "state dict); nothing is downloaded. Without it, the domain head works offline with "
-                    "the lab's own classifier (--domain-features domain: <data>/classifier.pt from "
-                    "`python -m engine train-classifier`), or train without --domain-head.")
             try:
-                return Fe.open_feature_space(space, weights)
+                return Fe.open_feature_space(space, cfg.domain_weights or None, weights_flag="--domain-weights")
+            except FileNotFoundError as e:
+                raise ConfigError(
+                    f"config field 'domain_weights': {e} For the domain head that is the lab's own classifier "
+                    "(--domain-features domain: <data>/classifier.pt from `python -m engine "
+                    "train-classifier`); or train without --domain-head.") from None
             except (ValueError, ImportError) as e:  # unknown architecture, weights that do not fit
                 raise ConfigError(f"config field 'domain_features': {e}") from None
         if space in ("", "domain"):
             name = "domain_weights" if cfg.domain_weights else "domain_features"
-            path = cfg.domain_weights or (f"{data_dir}/classifier.pt" if data_dir else "classifier.pt")
+            path = cfg.domain_weights or str(Path(data_dir or ".") / FILE_NAME)
         else:
             name, path = "domain_features", space
         try:
