@@ -9,8 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine import jobs, sampling
-from engine.utils import pick_device, runs_root
+from engine import jobs, runs, sampling
+from engine.utils import pick_device, read_json, runs_root
 
 _frame = threading.local()  # script runs of one session happen on one thread, one at a time
 
@@ -65,17 +65,17 @@ def _mtime(entry: dict) -> float:
 
 def pick_generator(key: str):
     """Run and checkpoint selectors; returns (G, meta, run status) or None after explaining why."""
-    runs = [(r, sampling.checkpoint_choices(r.run_dir, r.state == "finished")) for r in jobs.list_runs()]
-    runs = [(r, e) for r, e in runs if e]
-    if not runs:
+    choices = [(r, runs.choices(r.run_dir, r.state == "finished")) for r in jobs.list_runs()]
+    choices = [(r, e) for r, e in choices if e]
+    if not choices:
         st.info(f"No run with a checkpoint under `{runs_root()}` yet. {EMPTY_HELP}")
         return None
     c1, c2 = st.columns([3, 2])
-    ids = [r.run_id for r, _ in runs]
+    ids = [r.run_id for r, _ in choices]
     rid = c1.selectbox("run", ids, key=f"{key}_run",
-                       format_func=lambda i: next(f"{r.title}  ({r.state}, step {r.step})" for r, _ in runs
+                       format_func=lambda i: next(f"{r.title}  ({r.state}, step {r.step})" for r, _ in choices
                                                   if r.run_id == i))
-    run, entries = next((r, e) for r, e in runs if r.run_id == rid)
+    run, entries = next((r, e) for r, e in choices if r.run_id == rid)
     # Each step once: the default entry is offered as "latest · ..." at the top, then the best model
     # ("best (step N, FID x)", when the run kept one), then every step. When a newer step appears the
     # latest label changes and the picker falls back to the top (it keeps following the newest); a step
@@ -83,7 +83,7 @@ def pick_generator(key: str):
     latest = next(e for e in entries if e["default"])
     rest = [e for e in entries if e is not latest]
     labels = [f"latest · {latest['label']}"] + [e["label"] for e in rest]
-    choice = c2.selectbox("checkpoint", labels, key=f"{key}_ckpt_{rid}", help=sampling.KIND_HELP)
+    choice = c2.selectbox("checkpoint", labels, key=f"{key}_ckpt_{rid}", help=runs.KIND_HELP)
     entry = latest if choice == labels[0] else rest[labels.index(choice) - 1]
     device = pick_device("auto")
     try:
@@ -108,17 +108,14 @@ def real_tiles_of_run(run_dir, classes: list[str], n: int, size: int) -> tuple[d
     the data set's dataset.json mtime (a re-prepared set is read again); the note says which data set
     was used, or why there are no real tiles (missing data set, classes it lacks)."""
     from engine.config import ConfigError
-    from engine.data.dataset import run_data_dir
 
-    d = run_data_dir(run_dir)
+    d = runs.data_dir(run_dir)
     try:
         tiles = _real_tiles(str(d), (d / "dataset.json").stat().st_mtime, tuple(classes), int(n), int(size))
     except (FileNotFoundError, ConfigError) as e:
         return {}, f"No real tiles: the run's data set `{d}` cannot be read ({e})."
     missing = [c for c in classes if c not in tiles]
     note = f"Real tiles: the `eval` split of `{d}`, resized to {size} px as in training."
-    from engine.utils import read_json
-
     if not (read_json(d / "dataset.json") or {}).get("eval_disjoint"):
         note += (" This data set was prepared before `eval` was held out: its eval patches are a subset of "
                  "train (prepare it again for a held-out eval).")

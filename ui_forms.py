@@ -34,10 +34,13 @@ class ConfigForm:
     def label(self, name: str) -> str:
         return C.field_label(self.fields[name])
 
-    def widget(self, name: str, container, *, format_func: Callable[[Any], str] | None = None) -> Any:
-        """The widget for field `name` in `container` (st, a column, a form ...); returns its value."""
+    def widget(self, name: str, container, *, format_func: Callable[[Any], str] | None = None,
+               help: str | None = None) -> Any:
+        """The widget for field `name` in `container` (st, a column, a form ...); returns its value.
+        `help` replaces the field's help text (e.g. to say how the page uses it)."""
         f, default = self.fields[name], self.defaults[name]
-        label, key, help_ = self.label(name), self.prefix + name, f.metadata.get("help", "")
+        label, key = self.label(name), self.prefix + name
+        help_ = f.metadata.get("help", "") if help is None else help
         choices = C.offered(f)
         if isinstance(default, list):  # several values (e.g. ada_ops): a multiselect, never one of them
             if choices:
@@ -51,6 +54,11 @@ class ConfigForm:
                                        format_func=format_func or str)
         if isinstance(default, bool):
             return container.checkbox(label, value=default, key=key, help=help_)
+        lo, hi = f.metadata.get("range") or (None, None)
+        if f.metadata.get("widget") == "slider" and lo is not None and hi is not None:
+            # a bounded value read at a glance (truncation): 20 steps over the range
+            return container.slider(label, float(lo), float(hi), float(default), (hi - lo) / 20, key=key,
+                                    help=help_)
         if isinstance(default, (int, float)):
             return self._number(f, default, label, key, help_, container)
         return container.text_input(label, value=str(default), key=key, help=help_)
@@ -67,8 +75,10 @@ class ConfigForm:
                                       max_value=None if hi is None else float(hi), value=float(default),
                                       step=step, format="%g", key=key, help=help_)
 
-    def grid(self, names, container, ncols: int, **format_funcs) -> dict[str, Any]:
-        """Widgets for `names` laid out in `ncols` columns of `container`; {name: value}."""
+    def grid(self, names, container, ncols: int, *, helps: dict[str, str] | None = None,
+             **format_funcs) -> dict[str, Any]:
+        """Widgets for `names` laid out in `ncols` columns of `container`; {name: value}. `helps`:
+        help texts that replace some fields' own."""
         cols = container.columns(ncols)
-        return {n: self.widget(n, cols[i % ncols], format_func=format_funcs.get(n))
+        return {n: self.widget(n, cols[i % ncols], format_func=format_funcs.get(n), help=(helps or {}).get(n))
                 for i, n in enumerate(names)}

@@ -33,6 +33,8 @@ PAGES = (
     PageInfo("pages/samples.py", "Samples", ":material/photo_library:", "samples"),
     PageInfo("pages/style_mixing.py", "Style mixing", ":material/tune:", "style_mixing"),
     PageInfo("pages/evaluate.py", "Evaluate", ":material/analytics:", "evaluate"),
+    PageInfo("pages/review.py", "Review", ":material/rate_review:", "review"),
+    PageInfo("pages/compare.py", "Compare", ":material/compare:", "compare"),
 )
 BY_PATH = {p.path: p for p in PAGES}
 

@@ -2,16 +2,22 @@
 
     python bench/train_throughput.py --res 64,128,256 --batch 32 --steps 50 --amp auto --compile
     python bench/train_throughput.py --res 32 --batch 8 --steps 5 --device cpu   # smoke test
+    python bench/train_throughput.py --family ddpm --preset demo --res 32 --batch 16 --steps 10 --device cpu
 
 Each line: img/s, s/kimg, peak memory, FLOPs per step (torch.utils.flop_counter over one eager
 step, R1 steps weighted by 1/r1_every) and an MFU estimate against the device's dense peak. The step
 is the trainer's own (engine.train.step.GanTrainer.train_step) on synthetic images, so data loading
 is left out; everything else (ADA, R1, losses, G_ema, stats) is in. Any TrainConfig field can be set
 with --set name=value (e.g. --set channel_base=16384 --set channel_max=512).
+
+`--family ddpm` (any family with a family module, engine.families) times that family's own train_step
+(engine.train.family_loop.build_family: its section from the family preset `--preset`, then --set for
+its fields too) on the same synthetic batch; FLOPs are not counted there (gflop_per_step null).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -69,6 +75,56 @@ def count_flops(T: GanTrainer, real, y, stats) -> float:
         T.G_fwd, T.D_fwd = saved
     every = max(1, T.cfg.r1_every)
     return counts[1] + (counts[0] - counts[1]) / every
+
+
+def bench_family(res: int, args) -> dict:
+    """img/s of a family module's train_step (ddpm ...), one JSON-able dict."""
+    from engine import config as C
+    from engine.train.family_loop import build_family
+
+    fields = {"family": args.family, "res": res, "batch": args.batch, "amp": args.amp, "compile": args.compile,
+              "device": args.device, "workers": 0, "preset": args.preset or C.default_preset()}
+    section = {}
+    sec_names = {f.name for f in dataclasses.fields(C.FAMILY_SECTIONS[args.family][0])}
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        (section if k in sec_names else fields)[k] = v
+    fields = {**C.preset_values(fields["preset"]), **fields, args.family: section}
+    cfg = from_dict(TrainConfig, C.resolve_section(fields))
+    device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    amp_dtype = resolve_amp(cfg.amp, device)
+    fam = build_family(cfg, 9, device, amp=amp_dtype is not None)
+    real = torch.rand(cfg.batch, 3, res, res, device=device) * 2 - 1
+    y = torch.arange(cfg.batch, device=device) % 9
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        fam.train_step(real, y)
+    sync()
+    warm_s = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        out = fam.train_step(real, y)
+    float(out["loss"])  # the loop's host sync at a log row
+    sync()
+    dt = time.perf_counter() - t0
+    img_s = args.steps * cfg.batch / dt
+    mem = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"bench": "train_throughput", "family": cfg.family, "preset": cfg.preset, "res": res,
+            "batch": cfg.batch, "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off", "compile": cfg.compile,
+            "section": getattr(cfg, cfg.family), "steps": args.steps,
+            "img_per_s": round(img_s, 2), "s_per_kimg": round(1000 / img_s, 3),
+            "peak_mem_gb": round(mem / 2**30, 3), "warmup_s": round(warm_s, 2), "gflop_per_step": None,
+            "threads": torch.get_num_threads() if device.type == "cpu" else None}
 
 
 def bench(res: int, args) -> dict:
@@ -135,13 +191,19 @@ def main(argv=None) -> int:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (and MFU)")
+    p.add_argument("--family", default="stylegan2", help="stylegan2 (GanTrainer) or a family with a family "
+                   "module, e.g. ddpm")
+    p.add_argument("--preset", default="", help="the family section's preset (default: by device, as train)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other TrainConfig field, e.g. --set channel_base=16384")
     args = p.parse_args(argv)
     if args.device == "cpu":
         args.amp = "off" if args.amp == "auto" else args.amp
     for res in [int(r) for r in args.res.split(",")]:
-        print(json.dumps(bench(res, args)), flush=True)
+        from engine import families
+
+        run = bench_family if args.family in families.MODULES else bench
+        print(json.dumps(run(res, args)), flush=True)
     return 0
 
 

@@ -16,8 +16,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("engine.train.loop", "train a generator (stylegan2 ...) into a run directory"),
     "train-classifier": ("engine.metrics.classifier", "train the in-domain classifier"),
     "jobs": ("engine.jobs", "start / stop / resume / list background training runs"),
-    "sample": ("engine.sampling", "per-class samples (PNGs + manifest.csv + grid) or style mixes from a run"),
+    "sample": ("engine.sampling.cli", "per-class samples (PNGs + manifest.csv + grid) or style mixes from a run"),
     "evaluate": ("engine.metrics.evaluate", "FID/KID/PR/IS, LPIPS, downstream, memorisation, colour of a run"),
+    "compare": ("engine.compare", "several runs side by side on comparable reports, with their training cost"),
+    "review": ("engine.review.cli", "blinded clinician review studies: create, invite, export, stats, close"),
+    "access": ("engine.access", "the lab's access key for an app on an outside address: reset, status"),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,15 +26,20 @@ class ConfigError(ValueError):
 
 
 def opt(default: Any, help: str = "", *, range: tuple | None = None, choices: tuple | None = None,
-        label: str = "", offer: tuple | None = None, cli_default: str = "", **kw: Any) -> Any:
+        label: str = "", offer: tuple | None = None, cli_default: str = "", pattern: str | None = None,
+        allowed: str = "", widget: str = "", **kw: Any) -> Any:
     """A dataclass field with help text and limits. `range` is inclusive (lo, hi); None = unbounded.
 
     `label` is the short phrase a researcher reads in a form (`field_label` shows it beside the field's
     name, which stays the one name in code, CLI, CSV and config). `offer` narrows the values a form
     offers below `choices` (e.g. only the model families that run), while `choices` stays what the CLI
-    lists and what the engine explains when a value is refused."""
+    lists and what the engine explains when a value is refused. `pattern` is a regular expression the
+    whole (string) value must match, `allowed` what the error and --help say of it ("one of: auto, cpu,
+    ..." for the one device rule, DEVICE_PATTERN). `widget` names a form widget other than the type's
+    default ("slider")."""
     md = {"help": help, "range": range, "choices": choices, "label": label, "offer": offer,
-          "cli_default": cli_default}  # what --help says when the real default is resolved at run time
+          "cli_default": cli_default,  # what --help says when the real default is resolved at run time
+          "pattern": pattern, "allowed": allowed, "widget": widget}
     if isinstance(default, (list, dict, tuple)):
         return field(default_factory=lambda: type(default)(default), metadata=md, **kw)
     return field(default=default, metadata=md, **kw)
@@ -100,6 +106,19 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     return value
 
 
+def _check_pattern(f: dataclasses.Field, v: Any) -> None:
+    if not re.fullmatch(f.metadata["pattern"], str(v).strip()):
+        raise ConfigError(f"config field '{f.name}' must be "
+                          f"{f.metadata.get('allowed') or 'like ' + f.metadata['pattern']} (got {v!r})")
+
+
+def check_patterns(cfg: Any) -> None:
+    """The `pattern` rules of every field (validate applies them too), for a `check()` called alone."""
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("pattern") is not None and getattr(cfg, f.name) is not None:
+            _check_pattern(f, getattr(cfg, f.name))
+
+
 def validate(cfg: Any) -> Any:
     """Coerce types and check `range`/`choices` of every field; raise ConfigError on the first problem."""
     hints = typing.get_type_hints(type(cfg))
@@ -109,11 +128,14 @@ def validate(cfg: Any) -> Any:
         if value is None:
             continue
         choices, rng = f.metadata.get("choices"), f.metadata.get("range")
+        pattern = f.metadata.get("pattern")
         values = value if isinstance(value, list) else [value]
         for v in values:
             if choices is not None and v not in choices:
                 allowed = ", ".join(str(c) for c in choices)
                 raise ConfigError(f"config field '{f.name}' must be one of: {allowed} (got {v!r})")
+            if pattern is not None:
+                _check_pattern(f, v)
             if rng is not None:
                 lo, hi = rng
                 if (lo is not None and v < lo) or (hi is not None and v > hi):
@@ -127,14 +149,34 @@ def validate(cfg: Any) -> Any:
     return cfg
 
 
+def renamed(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    """`d` with the keys config class `cls` renamed (its RENAMED {old: new}) under their new names, so a
+    config.json, report or options dict written before a rename still loads. The new name wins when a
+    dict holds both."""
+    old_names = getattr(cls, "RENAMED", {})
+    out = {k: v for k, v in d.items() if k not in old_names}
+    for old, new in old_names.items():
+        if old in d and new not in d:
+            out[new] = d[old]
+    return out
+
+
 def from_dict(cls: type[T], d: dict[str, Any], *, strict: bool = True) -> T:
-    """Build and validate a config from a dict; unknown keys are an error when `strict`."""
+    """Build and validate a config from a dict; unknown keys are an error when `strict`; a key the class
+    renamed is read under its old name too (`renamed`)."""
+    d = renamed(cls, d)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown and strict:
         raise ConfigError(
             f"unknown config field(s): {', '.join(unknown)}; known fields: {', '.join(sorted(names))}")
     return validate(cls(**{k: v for k, v in d.items() if k in names}))
+
+
+def replaced(cfg: T, **changes: Any) -> T:
+    """A copy of validated config `cfg` with `changes` (values the caller has checked, e.g. a run's
+    directory), not validated again; `cfg` itself is left as it was."""
+    return dataclasses.replace(cfg, **changes)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -177,8 +219,12 @@ def flag(name: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
-    """One CLI flag per config field (`r1_gamma` -> `--r1-gamma`); values are validated later."""
+    """One CLI flag per config field (`r1_gamma` -> `--r1-gamma`); values are validated later.
+
+    A bool field takes a value (`--ada false`), or none (`--by-class` = true), and has a `--no-...` form;
+    a field the class renamed (RENAMED {old: new}) also answers to its old flag (`--per-class`)."""
     hints = typing.get_type_hints(cls)
+    old_flags = {new: old for old, new in getattr(cls, "RENAMED", {}).items()}
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
@@ -187,14 +233,25 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str
         extra = []
         if f.metadata.get("choices"):
             extra.append("one of " + ", ".join(map(str, f.metadata["choices"])))
+        if f.metadata.get("allowed"):
+            extra.append(f.metadata["allowed"])
         if f.metadata.get("range"):
             extra.append(f"range {f.metadata['range']}")
+        base = _base_type(hints[f.name])
+        if base is bool:
+            extra.append(f"a bare {flag(f.name)} means true, --no-{flag(f.name)[2:]} false")
         shown = f.metadata.get("cli_default") or repr(default)
         help_ = f"{help_} (default {shown}{'; ' + '; '.join(extra) if extra else ''})".replace("%", "%%")
-        base = _base_type(hints[f.name])
         metavar = getattr(base, "__name__", "VALUE").upper()
         # Strings on the CLI; `validate` coerces them with one set of rules for CLI, JSON and UI.
-        parser.add_argument(flag(f.name), dest=f.name, default=None, metavar=metavar, help=help_)
+        names = [flag(f.name)] + ([flag(old_flags[f.name])] if f.name in old_flags else [])
+        if base is bool:
+            parser.add_argument(*names, dest=f.name, default=None, metavar=metavar, nargs="?", const="true",
+                                help=help_)
+            parser.add_argument("--no-" + flag(f.name)[2:], dest=f.name, action="store_const", const="false",
+                                help=argparse.SUPPRESS)
+        else:
+            parser.add_argument(*names, dest=f.name, default=None, metavar=metavar, help=help_)
 
 
 def from_args(cls: type[T], args: argparse.Namespace, base: dict[str, Any] | None = None) -> T:
@@ -208,6 +265,7 @@ def from_args(cls: type[T], args: argparse.Namespace, base: dict[str, Any] | Non
             d[f.name] = v
     if cls is TrainConfig:
         d = {**preset_values(d.get("preset") or default_preset()), **d}
+        d = resolve_section(d, args)
     return from_dict(cls, d)
 
 
@@ -215,7 +273,7 @@ def load_fields(cls: type, path: str | Path) -> dict[str, Any]:
     """The fields a config file sets (validated over the defaults), and only those, so that a preset
     can lie under the file: `to_dict(load(...))` would carry every default over the preset's values."""
     cfg = load(cls, path)
-    keys = json.loads(Path(path).read_text(encoding="utf-8")).keys()
+    keys = renamed(cls, json.loads(Path(path).read_text(encoding="utf-8"))).keys()
     return {k: v for k, v in to_dict(cfg).items() if k in keys}
 
 
@@ -233,34 +291,38 @@ class PrepareConfig:
     per_class: int = opt(0, "patches per class: for histosynth (0 = 200); a cap for folders (0 = all)",
                          range=(0, None), label='patches per class')
     seed: int = opt(0, "seed for histosynth and the split shuffle", range=(0, 2**31 - 1), label='random seed')
-    val_frac: float = opt(0.1, "fraction of each class held out for validation", range=(0.0, 0.5))
+    val_frac: float = opt(0.1, "fraction of each class held out for validation", range=(0.0, 0.5),
+                          label="validation fraction")
     test_frac: float = opt(0.1, "fraction of each class held out for test (not used with test_source)",
-                           range=(0.0, 0.5))
+                           range=(0.0, 0.5), label="test fraction")
     eval_frac: float = opt(0.1, "fraction of each class held out as the `eval` split for metrics "
                                 "(FID/KID/LPIPS and the trainer's best model), disjoint from train/val/test "
                                 "(seed-001 spec 1.3: loader_real_eval, a subset held apart)",
-                           range=(0.0, 0.5))
+                           range=(0.0, 0.5), label="held-out eval fraction")
     test_source: str = opt("", "take the test split from this second folder instead of carving it out of "
                                "`source` (folder:PATH, e.g. CRC-VAL-HE-7K; spec 1.1): classes matched by "
                                "folder name in the main source's order, the same quality filter, stain "
                                "normalisation and resize; test_frac is then not used ('' = none)",
                            label="test split from folder")
-    min_size: int = opt(0, "reject images whose short side is below this (0 = --size)", range=(0, None))
+    min_size: int = opt(0, "reject images whose short side is below this (0 = --size)", range=(0, None),
+                        label="min image side (px)")
     quality_filter: bool = opt(True, "drop blurry / empty / over-saturated / blocky patches", label='drop low-quality patches')
-    min_laplacian_var: float = opt(3.0, "quality: min variance of the Laplacian (blur)", range=(0, None))
+    min_laplacian_var: float = opt(3.0, "quality: min variance of the Laplacian (blur)", range=(0, None),
+                                   label="min sharpness")
     min_entropy: float = opt(1.0, "quality: min grey-level entropy in bits (empty patches)",
-                             range=(0, 8))
+                             range=(0, 8), label="min entropy (bits)")
     min_tissue_ratio: float = opt(0.0, "quality: min fraction of tissue pixels (0 keeps background)",
-                                  range=(0, 1))
-    max_saturation: float = opt(0.98, "quality: max fraction of clipped (0 or 255) pixels", range=(0, 1))
+                                  range=(0, 1), label="min tissue fraction")
+    max_saturation: float = opt(0.98, "quality: max fraction of clipped (0 or 255) pixels", range=(0, 1),
+                                label="max clipped fraction")
     max_blockiness: float = opt(2.5, "quality: max ratio of 8x8-boundary to interior gradients (JPEG)",
-                                range=(1, None))
+                                range=(1, None), label="max JPEG blockiness")
     max_dct_blockiness: float = opt(0.5, "quality: max excess of DCT terms zeroed on the 8x8 grid (JPEG)",
-                                    range=(0, 1))
+                                    range=(0, 1), label="max JPEG DCT blockiness")
     stain_norm: str = opt("none", "stain normalisation", choices=("none", "macenko", "vahadane"), label='stain normalisation')
     stain_reference: str = opt("", "reference tile for stain normalisation (an image path)", label='stain reference tile')
     workers: int = opt(0, "processes decoding images (0 = one per CPU core, at most 8; 1 = none)",
-                       range=(0, 64))
+                       range=(0, 64), label="decoding processes")
 
     def check(self) -> None:
         if not (self.source == "histosynth" or self.source.startswith("folder:")):
@@ -283,16 +345,261 @@ class PrepareConfig:
 
 
 # ----------------------------------------------------------------------------------------------
+# Rules shared by every config: the compute device, the checkpoint a command reads, truncation
+
+# One device rule for every config with a `device` field (train, evaluate, train-classifier, sample).
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+DEVICE_ALLOWED = "one of: auto, cpu, cuda, cuda:N, mps"
+DEVICE_OFFER = ("auto", "cpu", "cuda")  # what a form offers; the CLI and a config file take the rest too
+
+
+def device_opt(help: str = "compute device: auto = cuda when a GPU is visible, else cpu") -> Any:
+    return opt("auto", help, pattern=DEVICE_PATTERN, allowed=DEVICE_ALLOWED, offer=DEVICE_OFFER,
+               label="compute device")
+
+
+# One representation of "which checkpoint" (evaluate, sample): latest | best | a step number. "-1" and
+# "" are read as latest (what older reports and the former `sample --step` default wrote).
+STEP_PATTERN = r"(latest|best|\d+|-1)?"
+STEP_ALLOWED = "one of: latest, best, a step number"
+
+
+def step_opt(help: str) -> Any:
+    return opt("latest", help, pattern=STEP_PATTERN, allowed=STEP_ALLOWED, label="checkpoint step")
+
+
+def canonical_step(step: str | int | None) -> str:
+    """A `step` value in its one representation: "latest", "best" or the step number as text."""
+    s = "" if step is None else str(step).strip()
+    return "latest" if s in ("", "-1") else s
+
+
+def step_arg(step: str | int | None) -> int | str | None:
+    """A `step` value as engine.sampling.load_generator takes it: None (latest), "best" or a step number."""
+    s = canonical_step(step)
+    return None if s == "latest" else s if s == "best" else int(s)
+
+
+# Truncation pulls each w toward its class's average: w_avg + truncation * (w - w_avg). 1 = none,
+# 0 = the class average alone; above 1 would extrapolate away from the average (no longer truncation),
+# so every command and page takes [0, 1].
+TRUNCATION_RANGE = (0.0, 1.0)
+
+
+def truncation_opt(default: float = 1.0) -> Any:
+    return opt(default, "truncation toward the class's average w: 1 = full diversity (none), smaller = "
+                        "closer to the class average (cleaner, less varied), 0 = the class average only "
+                        "(StyleGAN's psi)", range=TRUNCATION_RANGE, label="truncation", widget="slider")
+
+
+# ----------------------------------------------------------------------------------------------
+# The in-domain classifier (`python -m engine train-classifier`, engine.metrics.classifier)
+
+CLASSIFIER_ARCH = "resnet10t"
+CLASSIFIER_FILE = "classifier.pt"  # in a prepared data set: the `domain` feature space and D's domain head
+
+
+@dataclass
+class ClassifierConfig:
+    data: str = opt("", "prepared data set directory (from `python -m engine prepare`)", label="data set")
+    out: str = opt("", f"output file (default: <data>/{CLASSIFIER_FILE})", label="output file")
+    arch: str = opt(CLASSIFIER_ARCH, "timm architecture, built from scratch (pretrained=False)",
+                    label="architecture")
+    epochs: int = opt(10, "passes over the training split", range=(1, 10000), label="epochs")
+    batch: int = opt(64, "images per step", range=(2, 4096), label="batch size")
+    lr: float = opt(2e-3, "AdamW peak learning rate (linear warm-up, then cosine decay to 0)",
+                    range=(1e-6, 1.0), label="learning rate")
+    weight_decay: float = opt(0.05, "AdamW weight decay", range=(0.0, 1.0), label="weight decay")
+    seed: int = opt(0, "seed for init, shuffling and augmentation", range=(0, 2**31 - 1), label="random seed")
+    device: str = device_opt()
+    split: str = opt("train", "split to train on", choices=("train", "eval"), label="training split")
+    threads: int = opt(0, "torch CPU threads (0 = torch's default, every core)", range=(0, 1024),
+                       label="CPU threads")
+
+    def check(self) -> None:
+        import timm
+
+        if not self.data:
+            raise ConfigError("config field 'data' is required: the directory of a prepared data set "
+                              "(make one with `python -m engine prepare`)")
+        if not timm.is_model(self.arch):
+            raise ConfigError(f"config field 'arch' must be a timm architecture name such as resnet10t, "
+                              f"resnet18 or vit_small_patch16_224 (got {self.arch!r})")
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation (`python -m engine evaluate`, engine.metrics.evaluate)
+
+DEFAULT_METRICS = "fid,kid,pr"
+FEATURES_PATTERN = r"domain|inception|timm:[\w.\-/]+"
+FEATURES_ALLOWED = "one of: domain, inception, timm:<name>"
+
+
+@dataclass
+class EvalConfig:
+    # Renamed keys, read under their old names too (config.from_dict, the CLI's old flags): `per_class`
+    # (a count in PrepareConfig) is the bool `by_class` here; `classifier` is the `domain` space's file,
+    # named `domain_weights` as in TrainConfig.
+    RENAMED = {"per_class": "by_class", "classifier": "domain_weights"}
+
+    run_dir: str = opt("", "run directory to evaluate (runs/ID)", label="run directory")
+    step: str = step_opt("checkpoint: latest (the export of a finished run, else the newest checkpoint), "
+                         "best (exports/best: the best G_ema by the trainer's periodic held-out FID, spec 4.3 "
+                         "cgan_best_model.pt) or a step number")
+    metrics: str = opt(DEFAULT_METRICS, "comma-separated: fid, kid, pr, is, lpips, downstream, memorisation, "
+                                        "stain, cas", label="metrics")
+    features: str = opt("domain", "feature space: domain (the data set's classifier), inception or "
+                                  "timm:<name>", pattern=FEATURES_PATTERN, allowed=FEATURES_ALLOWED,
+                        label="feature space")
+    by_class: bool = opt(False, "also report FID/KID/PR (and colour gaps) per class",
+                         label="per-class metrics too")
+    n: int = opt(2000, "generated patches in total, split evenly over the classes", range=(2, 10_000_000),
+                 label="generated patches")
+    n_real: int = opt(0, "real patches per split at most, evenly per class (0 = as many as generated)",
+                      range=(0, 10_000_000), label="real patches per split")
+    real_split: str = opt("eval", "real split FID/KID/PR/LPIPS compare against: eval = the held-out split "
+                                  "kept for metrics (spec 1.3; a data set prepared before it was held out "
+                                  "has its eval inside train, and the report says so)",
+                          choices=("eval", "train", "val", "test"), label="real split")
+    data: str = opt("", "prepared data set (empty = the one the run trained on)", label="data set")
+    domain_weights: str = opt("", f"classifier file of the `domain` feature space (empty = "
+                                  f"<data>/{CLASSIFIER_FILE}), as TrainConfig's domain_weights",
+                              label="domain weights file")
+    inception_weights: str = opt("", "FID Inception weights file (empty = the torch hub cache)",
+                                 label="Inception weights file")
+    timm_weights: str = opt("", "local checkpoint for timm:<name> (.safetensors or a state dict)",
+                            label="timm weights file")
+    lpips_net: str = opt("alex", "LPIPS trunk", choices=("alex", "vgg", "squeeze"), label="LPIPS trunk")
+    lpips_weights: str = opt("", "torchvision weights of the LPIPS trunk (empty = the torch hub cache)",
+                             label="LPIPS trunk weights")
+    lpips_pairs: int = opt(200, "random same-class pairs per class for diversity", range=(1, 1_000_000),
+                           label="diversity pairs per class")
+    kid_subsets: int = opt(100, "KID random subsets", range=(1, 10_000), label="KID subsets")
+    truncation: float = truncation_opt(1.0)
+    seed: int = opt(0, "first seed of the generated patches; also seeds KID/PR subsets", range=(0, 2**31 - 1),
+                    label="first seed")
+    batch: int = opt(64, "images per forward pass", range=(1, 4096), label="batch size")
+    device: str = device_opt()
+    downstream_arch: str = opt(CLASSIFIER_ARCH, "timm architecture of the downstream classifiers",
+                               label="downstream architecture")
+    downstream_epochs: int = opt(5, "epochs of each downstream classifier", range=(1, 1000),
+                                 label="downstream classifier epochs")
+    memorisation_threshold: float = opt(0.5, "flag a generated patch whose distance ratio is below this",
+                                        range=(0.0, 10.0), label="memorisation ratio threshold")
+    memorisation_pairs: int = opt(8, "closest generated/training pairs kept for review", range=(0, 1000),
+                                  label="memorisation pairs kept")
+    memorisation_train_cap: int = opt(0, "training patches per class searched for nearest neighbours "
+                                         "(0 = the whole train split)", range=(0, 10_000_000),
+                                      label="training patches searched per class")
+    job: str = opt("", "report id (default: a new timestamp); set by the background job",
+                   pattern=r"([\w.\-]+)?", allowed="made of letters, digits, '.', '_' and '-'", label="report id")
+    auto_classifier: bool = opt(True, "train the `domain` classifier first when its file is missing "
+                                      "(false: those metrics fail, naming the command that makes it)",
+                                label="train the classifier first")
+
+    def check(self) -> None:
+        if not self.run_dir:
+            raise ConfigError("config field 'run_dir' is required: a run directory such as runs/ID")
+        check_patterns(self)  # features, step, device, job (also when check() is called alone)
+        from engine.metrics.registry import check_metrics  # lazily: the registry lists the metric modules
+
+        try:
+            check_metrics(self.metric_list)
+        except ValueError as e:
+            raise ConfigError(f"config field 'metrics': {e}") from None
+        self.step = canonical_step(self.step)
+
+    @property
+    def step_arg(self) -> int | str | None:
+        """`step` as `load_generator` takes it: None (latest), "best" or a step number."""
+        return step_arg(self.step)
+
+    @property
+    def metric_list(self) -> list[str]:
+        return list(dict.fromkeys(m.strip() for m in self.metrics.split(",") if m.strip()))
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling (`python -m engine sample`, engine.sampling)
+
+NOISE_MODES = ("const", "random", "none")
+SAMPLE_SAMPLERS = ("", "ddim", "ddpm", "dpm")  # "" = the run's own; the others are DDPM_SAMPLERS
+SEEDS_MAX = 10_000  # engine.sampling.parse.MAX_SEEDS: a typo like 0-99999999 must not hang a page
+
+
+@dataclass
+class SampleConfig:
+    run_dir: str = opt("", "run directory (runs/<id>)", label="run directory")
+    step: str = step_opt("checkpoint: latest (the newest checkpoint, the export of a finished run), best "
+                         "(exports/best) or a step number")
+    classes: str = opt("all", "class names or indices, comma-separated, e.g. ADI,TUM (all = every class)",
+                       label="classes")
+    seeds: str = opt("0-7", "seeds, one column per seed: ranges and lists like 0-7 or 1,5,9. A seed names a "
+                            "patch: the same (class, seed) gives the same patch on the Samples and Style "
+                            "mixing pages and here", label="seeds")
+    truncation: float = truncation_opt(1.0)
+    noise_mode: str = opt("const", "per-layer noise: const (fixed, reproducible), random or none",
+                          choices=NOISE_MODES, label="noise")
+    # diffusion families (ddpm) only, named as in DDPMConfig; empty / None = the run's own defaults
+    sampler: str = opt("", "ddpm sampler: ddim, ddpm or dpm (empty = the run's)", choices=SAMPLE_SAMPLERS,
+                       label="sampler")
+    sample_steps: int | None = opt(None, "ddpm denoising steps (empty = the run's; ddpm sampler: 0 = all T)",
+                                   range=(0, 10000), label="sampling steps")
+    eta: float | None = opt(None, "DDIM eta: 0 = deterministic (empty = the run's)", range=(0.0, 1.0),
+                            label="DDIM eta")
+    guidance: float | None = opt(None, "classifier-free guidance scale: 0 = none (empty = the run's)",
+                                 range=(0.0, 50.0), label="guidance scale")
+    device: str = device_opt()
+    out: str = opt("", "output directory (PNGs, manifest.csv, grid.png)", label="output directory")
+    real_per_class: int = opt(0, "also write real_grid.png: this many real patches per class from the eval "
+                                 "split of the run's data set (config.json `data`), to compare with grid.png "
+                                 "by eye (0 = none)", range=(0, SEEDS_MAX), label="real tiles per class")
+    donor: str = opt("", "style mixing: donor CLASS:SEED; every sample becomes a mix (empty = none)",
+                     pattern=r"(.+:\d+)?", allowed="empty or CLASS:SEED like TUM:3", label="style donor")
+    crossover: int | None = opt(None, "style mixing: layers >= this from the donor (or --mix)",
+                                range=(0, None), label="crossover layer")
+    mix: str = opt("", "style mixing: per-layer donor weights, comma-separated (or --crossover)",
+                   label="per-layer donor weights")
+
+    def check(self) -> None:
+        for name in ("run_dir", "out"):
+            if not getattr(self, name):
+                raise ConfigError(f"config field '{name}' is required"
+                                  + (": a run directory such as runs/ID" if name == "run_dir" else
+                                     ": the output directory"))
+        check_patterns(self)
+        self.step = canonical_step(self.step)
+        if self.donor and (self.crossover is None) == (not self.mix):
+            raise ConfigError("style mixing: give exactly one of --crossover K or --mix w1,w2,...")
+        if self.mix:
+            try:
+                [float(v) for v in self.mix.split(",")]
+            except ValueError:
+                raise ConfigError(f"config field 'mix' must be comma-separated numbers (got {self.mix!r})") \
+                    from None
+
+    @property
+    def step_arg(self) -> int | str | None:
+        return step_arg(self.step)
+
+    @property
+    def mix_arg(self) -> int | list[float] | None:
+        """What engine.sampling.style_mix takes: the crossover layer or the per-layer weights."""
+        return self.crossover if self.crossover is not None else (
+            [float(v) for v in self.mix.split(",")] if self.mix else None)
+
+
+# ----------------------------------------------------------------------------------------------
 # Training (`python -m engine train`)
 
 FAMILIES = ("stylegan2", "dcgan", "mlp_gan", "ddpm")
-IMPLEMENTED_FAMILIES = ("stylegan2",)
+IMPLEMENTED_FAMILIES = ("stylegan2", "dcgan", "mlp_gan", "ddpm")
 # The resolutions the generator builds (engine.models.stylegan2: powers of two in [8, 256]); forms offer
 # exactly these and validate() refuses anything else, so no UI can offer a size the engine rejects.
 RES_CHOICES = (8, 16, 32, 64, 128, 256)
 # Fields that `train --resume RUN_DIR` may change; the rest define the model and its curves.
 RESUMABLE_FIELDS = ("kimg", "log_kimg", "sample_kimg", "snap_kimg", "keep_last", "workers", "device",
-                    "compile")
+                    "compile", "tensorboard")
 
 
 # A preset is a set of field values; resolution: preset <- --config file <- explicit flags (from_args).
@@ -318,6 +625,18 @@ class TrainConfig:
                       label="preset", cli_default="by device, see above")
     family: str = opt("stylegan2", "model family (only implemented ones run)", choices=FAMILIES,
                       offer=IMPLEMENTED_FAMILIES, label="model family")
+    # The family's own section (FAMILY_SECTIONS): config.json carries it nested, {"ddpm": {...}}, its
+    # flags are the section's field names (--channels 32), and `resolve_section` fills it from the family
+    # preset of the same name under the given values. A run of another family leaves it empty.
+    ddpm: dict[str, Any] = opt({}, "the ddpm family's section (DDPMConfig: U-Net, schedule, optimiser, "
+                                   "sampler); flags are its field names, e.g. --channels 32; empty = "
+                                   "the family's preset", label="ddpm section")
+    dcgan: dict[str, Any] = opt({}, "the dcgan family's section (DCGANConfig: G/D widths, conditioning, loss, "
+                                    "optimiser); flags are its field names, e.g. --d-cond acgan; empty = "
+                                    "the family's preset", label="dcgan section")
+    mlp_gan: dict[str, Any] = opt({}, "the mlp_gan family's section (MLPGANConfig: hidden sizes, dropout, "
+                                      "d_steps, optimiser); flags are its field names, e.g. --d-steps 2; "
+                                      "empty = the family's preset", label="mlp_gan section")
     data: str = opt("", "prepared data set directory (python -m engine prepare); empty = the built-in "
                         "histosynth demo at --res, prepared on demand", label="data set")
     run_dir: str = opt("", "run directory (empty = <runs root>/<date>-<time>-<family>)",
@@ -329,7 +648,7 @@ class TrainConfig:
                       label="training length")
     seed: int = opt(0, "random seed (a CPU run is reproducible bit for bit)", range=(0, 2**31 - 1),
                     label="random seed")
-    device: str = opt("auto", "compute device", choices=("auto", "cpu", "cuda"), label="compute device")
+    device: str = device_opt()
     # model
     z_dim: int = opt(512, "latent z size (and class-embedding size)", range=(1, 4096), label="latent z size")
     w_dim: int = opt(512, "intermediate latent w size", range=(1, 4096), label="latent w size")
@@ -556,6 +875,9 @@ class TrainConfig:
                                            label="samples per class per epoch")
     log_kimg: float = opt(0.1, "kimg between metrics_gan.csv rows", range=(0.001, None),
                           label="log every (kimg)")
+    tensorboard: bool = opt(True, "also write the metrics_gan.csv rows and the resolved config as "
+                                  "TensorBoard events in the run directory (`tensorboard --logdir runs/`)",
+                            label="TensorBoard events")
     sample_kimg: float = opt(1.0, "kimg between sample grids", range=(0.001, None), label="grid every (kimg)")
     snap_kimg: float = opt(1.0, "kimg between checkpoints", range=(0.001, None),
                            label="checkpoint every (kimg)")
@@ -577,6 +899,8 @@ class TrainConfig:
         if self.family not in IMPLEMENTED_FAMILIES:
             raise ConfigError(f"config field 'family' = {self.family!r} is not implemented yet; "
                               f"implemented: {', '.join(IMPLEMENTED_FAMILIES)}")
+        if self.family in FAMILY_SECTIONS:  # the section's own rules (ConfigError names its field)
+            from_dict(FAMILY_SECTIONS[self.family][0], getattr(self, self.family))
         if self.channel_base < self.res:
             raise ConfigError(f"config field 'channel_base' must be at least 'res' ({self.res}) so "
                               f"every layer has a channel (got {self.channel_base})")
@@ -588,7 +912,7 @@ class TrainConfig:
             raise ConfigError("config field 'domain_features' cannot be inception (not differentiable: it "
                               "quantises to uint8); use empty/domain, a classifier.pt path or timm:<name>")
         g = min(self.mbstd_group, self.batch)
-        if self.batch % g:
+        if self.family == "stylegan2" and self.batch % g:  # D's minibatch-std groups: StyleGAN2's alone
             raise ConfigError(f"config field 'batch' must be a multiple of 'mbstd_group' "
                               f"({self.mbstd_group}) (got {self.batch})")
         # Ranges are inclusive, so the open lower ends live here: 0 passed validation and then the
@@ -720,3 +1044,355 @@ def preset_values(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise ConfigError(f"config field 'preset' must be one of: {', '.join(PRESET_NAMES)} (got {name!r})")
     return to_dict(from_dict(TrainConfig, {**PRESETS[name], "preset": name}))
+
+
+# ----------------------------------------------------------------------------------------------
+# Family `ddpm` (engine.families.ddpm): class-conditional diffusion, the family's own section.
+
+DDPM_SCHEDULES = ("linear", "cosine", "quadratic")
+DDPM_PREDICTIONS = ("epsilon", "v_prediction")
+DDPM_SAMPLERS = ("ddim", "ddpm", "dpm")
+# Fields named like TrainConfig's because they are the same idea (one name per idea); a CLI or form that
+# shows both sections lists them once (add_arguments(..., skip=DDPM_SHARED_FIELDS)) and copies the value.
+DDPM_SHARED_FIELDS = ("grad_clip", "ema_kimg", "ema_rampup", "lr_min_frac")
+
+
+@dataclass
+class DDPMConfig:
+    """The `ddpm` family: U-Net widths and depth, noise schedule, optimiser, EMA and sampler defaults.
+
+    Run length, batch, resolution, seed, device, mixed precision and compile stay TrainConfig's. EMA is a
+    half-life in kimg like the GANs' (independent of the batch size): the seed's ema_decay = 0.999 per
+    step at batch 8 is a half-life of 8 * ln 0.5 / ln 0.999 = 5.54 kimg. Guidance scale w: the model
+    output is cond + w * (cond - uncond), so 0 = none (plain conditional, one forward pass); diffusers'
+    `guidance_scale` is 1 + w."""
+    # model (engine.models.unet, diffusers UNet2DModel)
+    channels: int = opt(128, "U-Net base width: level i has channels x channel_mult[i] channels (seed: 192)",
+                        range=(8, 1024), label="U-Net base channels")
+    channel_mult: list[int] = opt([1, 2, 3, 4], "width multiplier per resolution level, one level per "
+                                                "entry, each after the first halves the size (seed: 1,2,3,4)",
+                                  range=(1, 16), label="channel multipliers")
+    layers_per_block: int = opt(2, "residual blocks per level (seed: num_res_blocks = 2)", range=(1, 8),
+                                label="residual blocks per level")
+    attention_res: list[int] = opt([16], "image sizes (px) of the levels with self-attention (seed: 16); "
+                                         "the middle block always has it", range=(1, 256),
+                                   label="attention at sizes (px)")
+    attention_head_dim: int = opt(64, "channels per attention head; must divide every level's width",
+                                  range=(1, 1024), label="attention head width")
+    dropout: float = opt(0.1, "dropout in the residual blocks (seed: 0.1)", range=(0.0, 0.9),
+                         label="dropout")
+    # diffusion (engine.diffusion)
+    schedule: str = opt("cosine", "noise schedule of the betas (seed: cosine, recommended)",
+                        choices=DDPM_SCHEDULES, label="noise schedule")
+    prediction: str = opt("v_prediction", "what the U-Net predicts: the noise (epsilon, the seed's) or v "
+                                          "= sqrt(abar) eps - sqrt(1 - abar) x0. v is the default: on the "
+                                          "demo net after 800 CPU steps, epsilon's samples had the wrong "
+                                          "colours (its x0 estimate at the noisiest steps divides by "
+                                          "sqrt(abar) ~ 5e-5 under the cosine schedule) and DPM-Solver "
+                                          "disagreed with DDIM; v's had the data's mean colour and DDIM 20 / "
+                                          "DPM 10 / DDIM 100 agreed within 4 grey levels",
+                          choices=DDPM_PREDICTIONS, label="prediction target")
+    timesteps: int = opt(1000, "diffusion steps T of training (seed: 1000)", range=(10, 10000),
+                         label="diffusion steps T")
+    cond_drop: float = opt(0.1, "probability that a training label is replaced by the null class, so one "
+                                "model also learns the unconditional output classifier-free guidance needs",
+                           range=(0.0, 1.0), label="label drop (for guidance)")
+    dihedral: bool = opt(True, "random flips and 90-degree rotations of the training images (the 8 "
+                               "symmetries of a square; pathology patches have no orientation)",
+                         label="flip / rotate-90 augmentation")
+    # optimiser (AdamW, betas 0.9 / 0.999)
+    lr: float = opt(2e-4, "AdamW learning rate after the warm-up (seed: 2e-4)", range=(0.0, 1.0),
+                    label="learning rate")
+    warmup_steps: int = opt(500, "steps of linear learning-rate warm-up from 0, then cosine decay",
+                            range=(0, None), label="lr warm-up (steps)")
+    lr_min_frac: float = opt(0.1, "cosine decay floor as a fraction of lr, reached at the last step",
+                             range=(0.0, 1.0), label="lr floor fraction")
+    weight_decay: float = opt(0.0, "AdamW decoupled weight decay", range=(0.0, 1.0), label="weight decay")
+    grad_clip: float = opt(1.0, "gradient-norm clip (0 = off; seed: 1.0)", range=(0.0, None),
+                           label="gradient clip")
+    batch_gpu: int = opt(0, "images per forward/backward chunk; the step accumulates gradients over "
+                            "chunks of the batch (0 = the whole batch at once)", range=(0, 65536),
+                         label="chunk per pass (accumulation)")
+    ema_kimg: float = opt(5.54, "EMA half-life of the weights in kimg (5.54 = the seed's 0.999 per step "
+                                "at batch 8; 0 = no averaging, the EMA model copies the weights)",
+                          range=(0.0, None), label="EMA half-life (kimg)")
+    ema_rampup: float = opt(0.05, "cap the EMA half-life at this fraction of the images shown so far, so "
+                                  "a short run's EMA is not the initial weights (0 = off)",
+                            range=(0.0, 1.0), label="EMA ramp-up")
+    # sampling defaults (grids during training, the Samples page and the sample CLI)
+    sampler: str = opt("ddim", "sampler: ddim (eta, steps), ddpm (ancestral, up to T steps) or dpm "
+                               "(DPM-Solver++ 2M, steps)", choices=DDPM_SAMPLERS, label="sampler")
+    sample_steps: int = opt(25, "denoising steps of the sampler (ddpm: 0 = all T)", range=(0, 10000),
+                            label="sampling steps")
+    eta: float = opt(0.0, "DDIM eta: 0 = deterministic, 1 = as much noise as DDPM", range=(0.0, 1.0),
+                     label="DDIM eta")
+    guidance: float = opt(1.0, "classifier-free guidance scale w: cond + w * (cond - uncond); 0 = none",
+                          range=(0.0, 50.0), label="guidance scale")
+
+    def check(self) -> None:
+        if not self.channel_mult:
+            raise ConfigError("config field 'channel_mult' needs at least one level (e.g. 1,2,3,4)")
+        for r in self.attention_res:
+            if r & (r - 1):
+                raise ConfigError(f"config field 'attention_res' holds image sizes, powers of two "
+                                  f"(got {r})")
+        for m in self.channel_mult:
+            if (self.channels * m) % self.attention_head_dim:
+                raise ConfigError(f"config field 'attention_head_dim' ({self.attention_head_dim}) must "
+                                  f"divide every level's width channels x channel_mult (got "
+                                  f"{self.channels} x {m})")
+
+
+DDPM_PRESETS: dict[str, dict[str, Any]] = {
+    # Seed 004 (shared/seeds/004_*.txt, DiffusionConfig 128x128) value by value; its batch 8, 128 px and
+    # use_fp16 = False are TrainConfig's (batch, res, amp). Warm-up length and the cosine floor are not
+    # in the seed: ours.
+    "spec": {"channels": 192, "channel_mult": [1, 2, 3, 4], "layers_per_block": 2, "attention_res": [16],
+             "dropout": 0.1, "schedule": "cosine", "prediction": "epsilon", "timesteps": 1000, "lr": 2e-4,
+             "grad_clip": 1.0,
+             "ema_kimg": 5.54, "ema_rampup": 0.0},
+    # A CPU demo net (1.2 M parameters; on one CPU thread at 32 px: ~57 img/s training at batch 16, ~160
+    # U-Net image evaluations/s sampling, so DDIM 20 steps with guidance ~4 img/s). 800 steps of batch 16
+    # on histosynth-32 (~4 min) give class-distinct patches in the data's colours (v prediction); not
+    # tuned further.
+    "demo": {"channels": 32, "channel_mult": [1, 2, 2], "layers_per_block": 1, "attention_res": [16],
+             "attention_head_dim": 32, "dropout": 0.0, "lr": 1e-3, "warmup_steps": 100, "ema_kimg": 0.5,
+             "sample_steps": 20},
+}
+
+
+def ddpm_preset_values(name: str) -> dict[str, Any]:
+    """Every DDPMConfig field as DDPM preset `name` sets it (its values over the defaults), validated."""
+    if name not in DDPM_PRESETS:
+        raise ConfigError(f"ddpm preset must be one of: {', '.join(DDPM_PRESETS)} (got {name!r})")
+    return to_dict(from_dict(DDPMConfig, DDPM_PRESETS[name]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Families `dcgan` and `mlp_gan` (engine.models.dcgan / engine.models.mlp_gan): their own sections.
+# Run length, batch, resolution, seed, device, amp and compile stay TrainConfig's. Fields named like
+# TrainConfig's are the same idea (one name per idea): `real_label` is the one-sided label smoothing
+# (target of the reals), `loss` the adversarial loss, `lr_g`/`lr_d`/`beta1`/`beta2` Adam's, `ema_kimg`/
+# `ema_beta`/`ema_rampup` G_ema's with TrainConfig's semantics (ema_kimg > 0: half-life in kimg; 0: ema_beta
+# per step, and ema_beta 0 = G_ema is a plain copy). A CLI or form showing both sections lists them once
+# (add_arguments(..., skip=DCGAN_SHARED_FIELDS)) and copies the value.
+
+DCGAN_UPSAMPLES = ("upsample", "transpose")
+DCGAN_D_CONDS = ("projection", "labelmap", "acgan")
+DCGAN_LOSSES = ("hinge", "logistic", "bce", "wgan_gp")
+DCGAN_SHARED_FIELDS = ("z_dim", "loss", "real_label", "lr_g", "lr_d", "beta1", "beta2", "ema_kimg",
+                       "ema_beta", "ema_rampup", "channel_max")
+MLP_GAN_SHARED_FIELDS = ("z_dim", "real_label", "lr_g", "lr_d", "beta1", "beta2", "ema_kimg", "ema_beta",
+                         "ema_rampup")
+
+
+@dataclass
+class DCGANConfig:
+    """The `dcgan` family: the seed-002 cGAN with its review's fixes as options (engine.models.dcgan).
+
+    Widths: an r x r map has min(base * res / (2 r), channel_max) channels, base = g_channels or
+    d_channels (the seed's ngf ... ngf*32 at 256 px). `d_steps` D updates per G update (WGAN-GP
+    papers use 5)."""
+    # model
+    z_dim: int = opt(100, "latent z size (DCGAN: 100)", range=(1, 4096), label="latent z size")
+    embed_dim: int = opt(128, "class-embedding size, concatenated to z in G (the review: 128, not the "
+                              "res*res-wide embedding); also sizes D's label-map embedding",
+                         range=(1, 1024), label="class-embedding size")
+    g_channels: int = opt(64, "G channels next to the image (res/2 map); doubling at each halving of "
+                              "the size up to channel_max (seed: ngf)", range=(1, 4096), label="G base channels")
+    d_channels: int = opt(64, "D channels of its first (res/2) map; doubling at each halving up to "
+                              "channel_max (seed: ndf)", range=(1, 4096), label="D base channels")
+    channel_max: int = opt(512, "maximum channels per layer, G and D", range=(1, 4096),
+                           label="max channels per layer")
+    g_upsample: str = opt("upsample", "G's 2x upsampling: nearest upsample + 3x3 conv (no checkerboard "
+                                      "artefacts) or the seed's transposed conv 4x4 stride 2",
+                          choices=DCGAN_UPSAMPLES, label="G upsampling")
+    d_cond: str = opt("projection", "D's class conditioning: projection (Miyato & Koyama), labelmap (a "
+                                    "learned per-class map as a 4th input channel, the seed's) or acgan "
+                                    "(auxiliary classifier head, cross-entropy on reals and fakes)",
+                      choices=DCGAN_D_CONDS, label="D class conditioning")
+    attention: bool = opt(False, "SAGAN self-attention at the 32x32 map of G and D (res/2 below 64 px)",
+                          label="self-attention")
+    multiscale: bool = opt(False, "a second D on the image downsampled 2x; its logit is added to the "
+                                  "first's", label="multi-scale D")
+    # losses
+    loss: str = opt("hinge", "adversarial loss: hinge, logistic (non-saturating), bce (with one-sided "
+                             "label smoothing real_label, the seed's) or wgan_gp (Wasserstein + gradient "
+                             "penalty)", choices=DCGAN_LOSSES, label="adversarial loss")
+    gp_weight: float = opt(10.0, "WGAN-GP gradient-penalty weight lambda (loss wgan_gp only)",
+                           range=(0.0, None), label="gradient-penalty weight")
+    real_label: float = opt(0.9, "BCE target of the reals, one-sided label smoothing (loss bce only; the "
+                                 "seed: smoothing 0.1)", range=(0.5, 1.0), label="BCE real label")
+    texture_weight: float = opt(0.0, "weight of the Gram-matrix texture loss on D's features in G's "
+                                     "objective (0 = off)", range=(0.0, None), label="texture-loss weight")
+    d_steps: int = opt(1, "D updates per G update", range=(1, 100), label="D steps per G step")
+    # optimiser (Adam) and G_ema; TTUR (Heusel et al. 2017): D learns 4x faster than G
+    lr_g: float = opt(1e-4, "G learning rate (Adam; TTUR 1e-4)", range=(0.0, 1.0), label="G learning rate")
+    lr_d: float = opt(4e-4, "D learning rate (Adam; TTUR 4e-4)", range=(0.0, 1.0), label="D learning rate")
+    beta1: float = opt(0.0, "Adam beta1", range=(0.0, 0.9999), label="Adam beta1")
+    beta2: float = opt(0.9, "Adam beta2", range=(0.0, 0.9999), label="Adam beta2")
+    ema_kimg: float = opt(10.0, "G_ema half-life in kimg (0 = use ema_beta per step instead)",
+                          range=(0.0, None), label="G_ema half-life (kimg)")
+    ema_beta: float = opt(0.999, "G_ema decay per step, used when ema_kimg is 0 (0 = G_ema copies G)",
+                          range=(0.0, 1.0), label="G_ema decay per step")
+    ema_rampup: float = opt(0.05, "cap the G_ema half-life at this fraction of images shown so far "
+                                  "(0 = no cap)", range=(0.0, 1.0), label="G_ema ramp-up")
+
+    def check(self) -> None:
+        if self.loss == "wgan_gp" and self.gp_weight <= 0:
+            raise ConfigError("config field 'gp_weight' must be above 0 when 'loss' is wgan_gp (a WGAN "
+                              f"critic without its penalty is unbounded) (got {self.gp_weight!r})")
+
+
+@dataclass
+class MLPGANConfig:
+    """The `mlp_gan` family: the GAN basics tutorial's MLP GAN made conditional (engine.models.mlp_gan).
+
+    BCE on logits (engine.losses.d_loss_bce, the real and fake terms summed: 2 ln 2 = 1.39 at the
+    equilibrium D = 1/2, where the tutorial, which halves it, prints 0.69)."""
+    z_dim: int = opt(100, "latent z size (tutorial: 100)", range=(1, 4096), label="latent z size")
+    embed_dim: int = opt(16, "class-embedding size, concatenated to z in G and to the flattened image "
+                             "in D", range=(1, 1024), label="class-embedding size")
+    g_hidden: list[int] = opt([128, 256, 512], "G hidden layer sizes (tutorial: 128,256,512)",
+                              range=(1, 16384), label="G hidden sizes")
+    d_hidden: list[int] = opt([512, 256], "D hidden layer sizes (tutorial: 512,256)", range=(1, 16384),
+                              label="D hidden sizes")
+    bn_momentum: float = opt(0.2, "G's BatchNorm1d momentum in PyTorch's sense (weight of the new batch): "
+                                  "0.2 = the tutorial's Keras momentum 0.8; its PyTorch port writes 0.8",
+                             range=(0.0, 1.0), label="BatchNorm momentum")
+    dropout: float = opt(0.3, "dropout after each D hidden layer (slows a too-strong D; 0 = none, the "
+                              "tutorial's code)", range=(0.0, 0.9), label="D dropout")
+    d_noise: float = opt(0.0, "std of Gaussian noise added to D's inputs, reals and fakes, while training "
+                              "(instance noise; 0 = none)", range=(0.0, 2.0), label="D input noise")
+    d_steps: int = opt(1, "D updates per G update (the tutorial's balance example: 2)", range=(1, 100),
+                       label="D steps per G step")
+    real_label: float = opt(1.0, "BCE target of the reals; below 1 = one-sided label smoothing (e.g. 0.9)",
+                            range=(0.5, 1.0), label="BCE real label")
+    lr_g: float = opt(2e-4, "G learning rate (Adam; tutorial 2e-4)", range=(0.0, 1.0), label="G learning rate")
+    lr_d: float = opt(2e-4, "D learning rate (Adam; tutorial 2e-4 for both; lower it when D is too strong)",
+                      range=(0.0, 1.0), label="D learning rate")
+    beta1: float = opt(0.5, "Adam beta1 (tutorial 0.5)", range=(0.0, 0.9999), label="Adam beta1")
+    beta2: float = opt(0.999, "Adam beta2 (tutorial 0.999)", range=(0.0, 0.9999), label="Adam beta2")
+    ema_kimg: float = opt(0.5, "G_ema half-life in kimg (0 = use ema_beta per step instead)",
+                          range=(0.0, None), label="G_ema half-life (kimg)")
+    ema_beta: float = opt(0.999, "G_ema decay per step, used when ema_kimg is 0 (0 = G_ema copies G)",
+                          range=(0.0, 1.0), label="G_ema decay per step")
+    ema_rampup: float = opt(0.05, "cap the G_ema half-life at this fraction of images shown so far "
+                                  "(0 = no cap)", range=(0.0, 1.0), label="G_ema ramp-up")
+
+    def check(self) -> None:
+        for name in ("g_hidden", "d_hidden"):
+            if not getattr(self, name):
+                raise ConfigError(f"config field '{name}' needs at least one hidden size (e.g. 512,256)")
+
+
+DCGAN_PRESETS: dict[str, dict[str, Any]] = {
+    # Seed 002's review (shared/seeds/002_*.txt), its "Suggested Improved Architecture" and fixes. Its
+    # ngf/ndf are not in the seed: 64 is DCGAN's, our reading; channel_max 2048 keeps its ngf*32 at 4x4
+    # (at 256 px: G 52 M, D 45 M parameters).
+    "spec": {"g_upsample": "transpose",      # ImprovedGenerator: ConvTranspose2d throughout
+             "embed_dim": 128,               # 1. nn.Embedding(num_classes, 128)
+             "d_cond": "labelmap",           # ImprovedDiscriminator: label map as the (nc+1)-th channel
+             "attention": True,              # 2. / improved arch: SelfAttention at 32x32 (G's 128x128 one: not ours)
+             "loss": "hinge",                # 3C. hinge loss
+             "real_label": 0.9,              # the seed's label smoothing 0.1 (used with loss bce)
+             "g_channels": 64, "d_channels": 64, "channel_max": 2048,
+             "lr_g": 1e-4, "lr_d": 4e-4,     # 7A. TTUR
+             "beta1": 0.0, "beta2": 0.9,     # 7A. betas=(0.0, 0.9)
+             "ema_kimg": 0.0, "ema_beta": 0.999, "ema_rampup": 0.0},  # 7C. EMA(decay=0.999) per step
+    # A CPU demo at 32 px (G 0.56 M, D 0.20 M parameters; ~370 img/s for a G+D step at batch 32 on one
+    # CPU thread, bench/gan_model_throughput.py). labelmap: in one 60 s run each on histosynth (seed 0,
+    # ~25 kimg) both heads gave class-distinct colours, but projection collapsed within a class (pixel
+    # std across z 0.07 vs 0.13 for labelmap; reals 0.19). One seed each: a weak signal, not a tuning.
+    "demo": {"g_channels": 32, "d_channels": 32, "channel_max": 128, "d_cond": "labelmap", "ema_kimg": 0.5},
+}
+
+MLP_GAN_PRESETS: dict[str, dict[str, Any]] = {
+    # Seed 003 (shared/seeds/003_*.txt), its PyTorch code value by value; its batch_size 64 is
+    # TrainConfig's batch. Conditioning (embed_dim) is ours: the tutorial's GAN is unconditional.
+    "spec": {"z_dim": 100,                   # latent_dim = 100
+             "g_hidden": [128, 256, 512],    # Linear 128, 256, 512
+             "d_hidden": [512, 256],         # Linear 512, 256
+             "bn_momentum": 0.8,             # BatchNorm1d(..., momentum=0.8), as the PyTorch code writes it
+             "dropout": 0.0, "d_noise": 0.0,  # the code's D has neither
+             "d_steps": 1,                   # one D update per G update (2 in its balance example)
+             "real_label": 1.0,              # valid = torch.ones(...)
+             "lr_g": 2e-4, "lr_d": 2e-4,     # learning_rate = 0.0002
+             "beta1": 0.5, "beta2": 0.999,   # betas=(0.5, 0.999)
+             "ema_kimg": 0.0, "ema_beta": 0.0},  # no EMA: samples from G itself
+    # The CPU demo (seconds at 32 px): the defaults, with the tutorial's one-sided label smoothing. With
+    # real_label 1.0, D won outright in a 45 s run on histosynth (g_loss ~4, class colours uncorrelated
+    # with the reals' at 0.07-0.15); 0.9 kept the losses near the equilibrium (correlation 0.80). One seed.
+    "demo": {"real_label": 0.9},
+}
+
+
+def _family_preset(cls: type, presets: dict[str, dict[str, Any]], family: str, name: str) -> dict[str, Any]:
+    if name not in presets:
+        raise ConfigError(f"config field 'preset' must be one of: {', '.join(presets)} for family {family} "
+                          f"(got {name!r})")
+    return to_dict(from_dict(cls, presets[name]))
+
+
+def dcgan_preset_values(name: str) -> dict[str, Any]:
+    """Every DCGANConfig field as DCGAN preset `name` sets it (its values over the defaults), validated."""
+    return _family_preset(DCGANConfig, DCGAN_PRESETS, "dcgan", name)
+
+
+def mlp_gan_preset_values(name: str) -> dict[str, Any]:
+    """Every MLPGANConfig field as MLP GAN preset `name` sets it (its values over the defaults), validated."""
+    return _family_preset(MLPGANConfig, MLP_GAN_PRESETS, "mlp_gan", name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Family sections: TrainConfig field <family> holds the section of a family that has one.
+
+# family -> (section class, its presets, the fields it shares with TrainConfig: the same idea, one flag)
+FAMILY_SECTIONS: dict[str, tuple[type, dict[str, dict[str, Any]], tuple[str, ...]]] = {
+    "ddpm": (DDPMConfig, DDPM_PRESETS, DDPM_SHARED_FIELDS),
+    "dcgan": (DCGANConfig, DCGAN_PRESETS, DCGAN_SHARED_FIELDS),
+    "mlp_gan": (MLPGANConfig, MLP_GAN_PRESETS, MLP_GAN_SHARED_FIELDS),
+}
+
+
+def resolve_section(d: dict[str, Any], args: argparse.Namespace | None = None) -> dict[str, Any]:
+    """TrainConfig dict `d` with its family's section whole: the family preset named like d["preset"]
+    (a preset the family lacks, e.g. stylegan2: the section's defaults), then d's own section values
+    (a --config file, the Train page's form, a resumed run's config.json), then the section's flags
+    given in `args`, shared ones (--grad-clip) included. Other families' dicts are left as they are."""
+    fam = d.get("family") or "stylegan2"
+    if fam not in FAMILY_SECTIONS:
+        return d
+    cls, presets, shared = FAMILY_SECTIONS[fam]
+    own = d.get(fam) or {}
+    if isinstance(own, str):  # --ddpm '{"channels": 32}'
+        own = _coerce(fam, own, dict)
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+             if args is not None and getattr(args, f.name, None) is not None}
+    preset = d.get("preset") or default_preset()
+    section = {**presets.get(preset, {}), **own, **flags}
+    out = {**d, fam: to_dict(from_dict(cls, section))}
+    # A shared flag is the section's value; TrainConfig's field of that name keeps its preset value (it
+    # is StyleGAN2's, and may not even allow the section's: --loss hinge for dcgan).
+    base = preset_values(preset)
+    for k in shared:
+        if k in flags:
+            out[k] = base[k]
+    return out
+
+
+def section(cfg: "TrainConfig") -> Any:
+    """The validated section dataclass of cfg's family (e.g. DDPMConfig), None for a family without one."""
+    if cfg.family not in FAMILY_SECTIONS:
+        return None
+    return from_dict(FAMILY_SECTIONS[cfg.family][0], getattr(cfg, cfg.family) or {})
+
+
+def add_section_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of every family section's fields, each name once, except those TrainConfig has (shared:
+    the same idea, one flag; resolve_section copies its value into the section)."""
+    taken = {f.name for f in dataclasses.fields(TrainConfig)}
+    for cls, _presets, _shared in FAMILY_SECTIONS.values():
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        add_arguments(parser, cls, skip=tuple(n for n in names if n in taken))
+        taken.update(names)

@@ -49,6 +49,17 @@ def tile(images: np.ndarray, rows: int, pad: int = 2) -> np.ndarray:
     return out
 
 
+def grid_row(img: np.ndarray, row: int, rows: int, pad: int = 2) -> np.ndarray:
+    """Row `row` of an image `tile` made with `rows` rows (a training grid: one row per class), without
+    the padding around it. ValueError when `row` is out of range or the image is not such a grid."""
+    h = (img.shape[0] - pad) // max(rows, 1) - pad
+    if not 0 <= row < rows or h < 1 or rows * (h + pad) + pad != img.shape[0]:
+        raise ValueError(f"row {row} of a {rows}-row grid: the image is {img.shape[0]} px high "
+                         f"({rows} rows of cells with a {pad} px pad expected)")
+    top = pad + row * (h + pad)
+    return np.ascontiguousarray(img[top:top + h, pad:img.shape[1] - pad])
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     """uint8 HWC -> PNG file bytes."""
     buf = io.BytesIO()

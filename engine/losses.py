@@ -6,7 +6,7 @@ config's weight). Logits are cast to float32 first so the losses stay accurate u
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -259,3 +259,96 @@ def variance_penalty(fake: Tensor, v: float = 0.1) -> Tensor:
     if flat.shape[0] < 2:
         return flat.sum() * 0.0
     return F.relu(v - flat.var(dim=0).mean()).pow(2)
+
+
+# ---------------------------------------------------------------------------- hinge, Wasserstein, AC-GAN
+
+
+def d_loss_hinge(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Hinge D loss (Lim & Ye 2017; SAGAN, BigGAN): mean(relu(1 - D(real))) + mean(relu(1 + D(fake))).
+
+    0 once every real logit is >= 1 and every fake one <= -1: D stops pushing beyond the margin, which
+    keeps its logits bounded without a drift term."""
+    return F.relu(1.0 - real_logits.float()).mean() + F.relu(1.0 + fake_logits.float()).mean()
+
+
+def g_loss_hinge(fake_logits: Tensor) -> Tensor:
+    """Hinge G loss: -mean(D(G(z))), unbounded below (G is not clipped at the margin, D is)."""
+    return -fake_logits.float().mean()
+
+
+def d_loss_wgan(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Wasserstein critic loss (Arjovsky et al. 2017): mean(D(fake)) - mean(D(real)); add the gradient
+    penalty, without it the critic is unbounded."""
+    return fake_logits.float().mean() - real_logits.float().mean()
+
+
+def g_loss_wgan(fake_logits: Tensor) -> Tensor:
+    """Wasserstein G loss: -mean(D(G(z))), the same form as g_loss_hinge."""
+    return g_loss_hinge(fake_logits)
+
+
+def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
+                     alpha: Tensor | None = None, eps: float = 1e-12) -> Tensor:
+    """WGAN-GP penalty (Gulrajani et al. 2017): mean over the batch of (||d D(x_hat)/d x_hat||_2 - 1)^2.
+
+    x_hat = alpha * real + (1 - alpha) * fake, one alpha ~ U[0, 1) per sample. The norm is over the whole
+    sample (C*H*W). Seed 002's `gradients.norm(2, dim=1)` on (N, C, H, W) gradients takes it over the
+    channels only, one norm per pixel, which constrains a different quantity; flattening first fixes it.
+    The graph is kept (create_graph) so the penalty trains D. The caller multiplies by gp_weight.
+
+    Args:
+        critic: x -> (N,) logits, e.g. `lambda x: D(x, y).logits` (the labels of the reals).
+        real, fake: (N, ...) samples of equal shape; fake is detached here.
+        alpha: (N,) interpolation weights; drawn when None (given by tests).
+        eps: added under the square root, so the norm has a gradient where it is 0.
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"gradient_penalty needs reals and fakes of one shape, got {tuple(real.shape)} "
+                         f"and {tuple(fake.shape)}")
+    n = real.shape[0]
+    if alpha is None:
+        alpha = torch.rand(n, device=real.device)
+    alpha = alpha.to(real.dtype).view(n, *([1] * (real.dim() - 1)))
+    x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    (grad,) = autograd.grad(critic(x_hat).float().sum(), x_hat, create_graph=True)
+    norm = (grad.float().flatten(1).pow(2).sum(1) + eps).sqrt()
+    return (norm - 1.0).pow(2).mean()
+
+
+def acgan_class_loss(class_logits: Tensor, labels: Tensor) -> Tensor:
+    """AC-GAN auxiliary loss (Odena et al. 2017): cross-entropy of D's class logits against the labels.
+
+    D minimises it on reals and fakes, G on its fakes (both sides are asked for the right class)."""
+    return F.cross_entropy(class_logits.float(), labels.long())
+
+
+# ---------------------------------------------------------------------------- texture
+
+
+def gram_matrix(x: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, C, C) Gram matrices F F^T / (C*H*W), F the (C, H*W) features (Gatys et al.)."""
+    n, c, h, w = x.shape
+    f = x.float().reshape(n, c, h * w)
+    return f @ f.transpose(1, 2) / (c * h * w)
+
+
+def texture_loss(real_feats: Sequence[Tensor], fake_feats: Sequence[Tensor], paired: bool = False) -> Tensor:
+    """Gram-matrix texture loss on D's feature maps: L1 between real and fake Grams, averaged over layers.
+
+    paired False (default): the batch-mean Gram of the reals against that of the fakes, the texture
+    statistics of the batch (a fake has no real it should copy). paired True: fake i against real i, the
+    seed-002 review's F.l1_loss(gram(fake), gram(real)) (the trainer gives pairs the same class). Only 4-D
+    maps are used; reals are detached.
+    """
+    pairs = [(r, f) for r, f in zip(real_feats, fake_feats) if r.dim() == 4]
+    if len(real_feats) != len(fake_feats) or not pairs:
+        raise ValueError(f"texture_loss needs two equally long feature lists with (N, C, H, W) maps, "
+                         f"got {len(real_feats)} and {len(fake_feats)}")
+    terms = []
+    for r, f in pairs:
+        gr, gf = gram_matrix(r.detach()), gram_matrix(f)
+        if not paired:
+            gr, gf = gr.mean(0), gf.mean(0)
+        terms.append((gf - gr).abs().mean())
+    return torch.stack(terms).mean()

@@ -69,6 +69,11 @@ def runs_root() -> Path:
     return Path(os.environ.get("HISTOGEN_RUNS", REPO_ROOT / "runs")).resolve()
 
 
+def default_demo_dir(size: int = 64) -> Path:
+    """Where the built-in histosynth demo set of one size lives (<data root>/histosynth-<size>)."""
+    return data_root() / f"histosynth-{size}"
+
+
 def data_root() -> Path:
     """Where prepared data sets live: $HISTOGEN_DATA or <repo>/data."""
     return Path(os.environ.get("HISTOGEN_DATA", REPO_ROOT / "data")).resolve()

@@ -4,66 +4,68 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
 
 import ui_cache
+import ui_forms
 import ui_nav
-from engine.config import ConfigError, PrepareConfig, from_dict, label_for
+from engine.config import ConfigError, PrepareConfig, from_dict
 from engine.data import catalog
-from engine import background as bg
-from engine.data import jobs as data_jobs
-from engine.metrics import classifier_jobs
+from engine.jobs import core as bg
+from engine.jobs import prepare as data_jobs
+from engine.jobs import classifier as classifier_jobs
 from engine.data.classes import class_descriptions
 from engine.utils import data_root
+from ui import figures
 
 ui_cache.require_frame()
 
 st.title("Data")
 
 
-def _L(name: str) -> str:  # `patch size (px) · size`: a phrase, and the one name of the field
-    return label_for(PrepareConfig, name)
+# The form is generated from PrepareConfig (ui_forms: `label · name`, default/range/choices/help from the
+# field); only `source`, `test_source` and `out` are drawn by hand: a radio + folder path make `source`,
+# a bare folder becomes folder:PATH, and a name becomes a directory under the data root.
+FORM = ui_forms.ConfigForm(PrepareConfig, prefix="prepare_")
+BY_HAND = ("source", "test_source", "out")
+MAIN = ("size", "per_class", "seed", "quality_filter", "stain_norm", "stain_reference")
+ADVANCED = tuple(n for n in FORM.fields if n not in BY_HAND + MAIN)
 
 
 def _prepare_form() -> None:
     with st.expander("Prepare a data set", expanded=not catalog.list_prepared()):
         with st.form("prepare"):
-            kind = st.radio(_L("source"), ["histosynth", "folder"], horizontal=True,
+            kind = st.radio(FORM.label("source"), ["histosynth", "folder"], horizontal=True,
                             help="histosynth: built-in synthetic demo set. folder: an NCT-CRC-HE-100K / "
                                  "CRC-VAL-HE-7K tree <root>/<CLASS>/*.tif or any ImageFolder tree.")
             folder = st.text_input("folder path", placeholder="/data/NCT-CRC-HE-100K")
-            test_folder = st.text_input(_L("test_source"), placeholder="/data/CRC-VAL-HE-7K (optional)",
+            test_folder = st.text_input(FORM.label("test_source"), placeholder="/data/CRC-VAL-HE-7K (optional)",
                                         help="a second folder <root>/<CLASS>/*.tif whose patches make the test "
                                              "split instead of a share of the source (spec 1.1): classes "
                                              "matched by folder name, in the source's order; the same filter, "
                                              "stain normalisation and resize. Empty = the test split is carved "
                                              "out of the source.")
-            c1, c2, c3 = st.columns(3)
-            size = c1.number_input(_L("size"), 16, 1024, 64, step=16)
-            per_class = c2.number_input(_L("per_class"), 0, 100000, 0,
-                                        help="histosynth: patches per class (0 = 200); "
-                                             "folder: cap per class (0 = all)")
-            seed = c3.number_input(_L("seed"), 0, 2**31 - 1, 0)
-            c4, c5 = st.columns(2)
-            quality_filter = c4.checkbox(_L("quality_filter"), True)
-            stain_norm = c5.selectbox(_L("stain_norm"), ["none", "macenko", "vahadane"])
-            stain_reference = st.text_input(_L("stain_reference"), help="reference tile for stain normalisation")
-            name = st.text_input(_L("out"), placeholder="name of the new data set (default: <source>-<size>)")
+            values = FORM.grid(MAIN[:3], st, 3)
+            values.update(FORM.grid(MAIN[3:5], st, 2))
+            values["stain_reference"] = FORM.widget("stain_reference", st)
+            name = st.text_input(FORM.label("out"), placeholder="name of the new data set (default: <source>-<size>)")
+            with st.expander("advanced: splits, quality filter, workers"):
+                values.update(FORM.grid(ADVANCED, st, 4))
             submitted = st.form_submit_button("Prepare", type="primary")
         if not submitted:
             return
         source = "histosynth" if kind == "histosynth" else f"folder:{folder.strip()}"
         t = test_folder.strip()
         test_source = "" if not t else t if t.startswith("folder:") else f"folder:{t}"
-        default_name = f"{'histosynth' if kind == 'histosynth' else Path(folder.strip()).name or 'folder'}-{size}"
+        default_name = (f"{'histosynth' if kind == 'histosynth' else Path(folder.strip()).name or 'folder'}"
+                        f"-{values['size']}")
         out = data_root() / (name.strip() or default_name)
+        values["stain_reference"] = values["stain_reference"].strip()
         try:
             # A background job (`python -m engine prepare` with one worker per core): 100k TIFFs take
             # minutes even so, and the page stays usable meanwhile.
             job = data_jobs.start_prepare(from_dict(PrepareConfig, dict(
-                source=source, out=str(out), size=int(size), per_class=int(per_class), seed=int(seed),
-                test_source=test_source, quality_filter=quality_filter, stain_norm=stain_norm, stain_reference=stain_reference.strip())))
+                values, source=source, out=str(out), test_source=test_source)))
         except (ConfigError, ValueError) as e:
             st.error(str(e))
             return
@@ -189,10 +191,7 @@ def _show(path: Path) -> None:
     left.dataframe(counts, width="stretch")
     # A held-out eval is a 4th part of the stack; an old eval inside train would count its patches twice.
     stacked = [s for s in counts.columns if disjoint or s != "eval"]
-    fig = go.Figure([go.Bar(name=s, x=list(counts.index[:-1]), y=list(counts[s].iloc[:-1])) for s in stacked])
-    fig.update_layout(barmode="stack", height=320, margin=dict(l=10, r=10, t=30, b=10),
-                      title=" / ".join(stacked) + " per class")
-    right.plotly_chart(fig, width="stretch", key="counts_chart")
+    right.plotly_chart(figures.counts_figure(counts, stacked), width="stretch", key="counts_chart")
     if disjoint:
         left.caption("`eval` is held out for the metrics (FID/KID/LPIPS, the trainer's best model): the four "
                      "splits are disjoint.")
@@ -235,11 +234,8 @@ def _stain(data) -> None:
 
     df = stain_stats_table(data, per_class=64)
     st.dataframe(df, width="stretch")
-    cols = [c for c in ("od_r", "od_g", "od_b") if c in df.columns]
-    if cols:
-        fig = go.Figure([go.Bar(name=c, x=list(df.index), y=list(df[c])) for c in cols])
-        fig.update_layout(barmode="group", height=300, margin=dict(l=10, r=10, t=30, b=10),
-                          title="mean optical density per class (R, G, B)")
+    fig = figures.optical_density_figure(df)
+    if fig is not None:
         st.plotly_chart(fig, width="stretch", key="stain_chart")
 
 

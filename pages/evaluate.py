@@ -5,29 +5,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 import ui_cache
+import ui_forms
 import ui_nav
-from engine import background as bg
-from engine import images, jobs, sampling
-from engine.config import ConfigError, label_for
-from engine.metrics import classifier_jobs
-from engine.metrics import jobs as eval_jobs
+from engine.jobs import core as bg
+from engine import images, jobs
+from engine import runs as run_files
+from engine import config as C
+from engine.config import ConfigError, EvalConfig
+from engine.jobs import classifier as classifier_jobs
+from engine.jobs import eval as eval_jobs
 from engine.metrics import report as R
-from engine.metrics.evaluate import EvalConfig
 from engine.metrics.registry import list_metrics
 from engine.utils import read_json, runs_root
+from ui.figures import bars, confusion_figure, history_figure, stain_figure
 
 ui_cache.require_frame()
 
 
+# The form is generated from EvalConfig (ui_forms: `label · name`, default/range/choices/help from the
+# field). Drawn by hand: the feature space and its weights file (outside the form: they decide what the
+# evaluation needs), the checkpoint (the run's entries) and the metrics (a multiselect of the registry).
+FORM = ui_forms.ConfigForm(EvalConfig, prefix="eval_cfg_", defaults={"by_class": True})
+BY_HAND = ("run_dir", "step", "metrics", "features", "data", "domain_weights", "inception_weights",
+           "timm_weights", "job", "n", "by_class")
+ADVANCED = tuple(n for n in FORM.fields if n not in BY_HAND)
+
+
 def _L(name: str) -> str:  # `generated patches · n`: a phrase, and the one name of the field
-    return label_for(EvalConfig, name)
+    return FORM.label(name)
 
 
 SPACES = ("domain", "inception", "timm:<name>")
@@ -39,96 +48,6 @@ METRIC_HELP = ("fid/kid/pr: distribution distances in the feature space; is: Inc
                "on real test patches")
 
 st.title("Evaluate")
-
-
-# ----------------------------------------------------------------------------------------------
-# Figures (pure functions of report tables)
-
-def bars(df: pd.DataFrame, cols: list[tuple[str, str | None, str]], title: str, y: str) -> go.Figure:
-    """Grouped bars per class; cols = [(value column, std column or None, legend name)]."""
-    fig = go.Figure()
-    for col, err, name in cols:
-        if col in df:
-            e = dict(type="data", array=df[err].tolist(), visible=True) if err and err in df else None
-            fig.add_bar(x=list(df.index), y=df[col].tolist(), name=name, error_y=e)
-    fig.update_layout(title=title, yaxis_title=y, barmode="group", height=320, margin=dict(t=40, b=10))
-    return fig
-
-
-# One panel per metric, each with its own y axis: (panel title, [(column, std column or None, legend name)]).
-HISTORY_PANELS = (
-    ("FID", [("fid", None, "FID")]),
-    ("KID (± std over subsets)", [("kid", "kid_std", "KID")]),
-    ("precision / recall", [("precision", None, "precision"), ("recall", None, "recall")]),
-    ("IS", [("is", "is_std", "IS")]),
-    ("downstream accuracy", [("acc_real", None, "trained on real"), ("acc_synthetic", None, "trained on synthetic"),
-                             ("acc_real+synthetic", None, "trained on real+synthetic")]),
-    ("feature diversity", [("diversity_generated", None, "diversity generated"),
-                           ("diversity_real", None, "diversity real")]),
-    ("memorised fraction", [("memorised_fraction", None, "memorised")]),
-    ("CAS", [("cas", None, "CAS"), ("cas_real_accuracy", None, "classifier on real test")]),
-)
-SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "cross")
-
-
-def _spread(steps: pd.Series, trace: int, traces: int, gap: float) -> list[float]:
-    """x positions that keep markers apart: the traces of one panel side by side around their step, and
-    reports of one step within a trace beside each other (the hover says the true step). Everything stays
-    within 30 % of the smallest gap between steps, centred on the step."""
-    width = 0.3 * gap
-    slot = width / max(traces, 1)
-    count = steps.groupby(steps).transform("size")
-    rank = steps.groupby(steps).cumcount()
-    dup = slot / max(int(count.max()), 1) if len(steps) else 0.0
-    base = (trace - (traces - 1) / 2) * slot
-    return [float(s) + base + (r - (c - 1) / 2) * dup for s, r, c in zip(steps, rank, count)]
-
-
-def history_figure(hist: pd.DataFrame) -> go.Figure:
-    """Metrics over training steps: one subplot per metric with its own y axis, integer steps on x,
-    the legend outside the plot area, distinct marker symbols and a small x offset per trace."""
-    panels = [(t, [c for c in cols if c[0] in hist and hist[c[0]].notna().any()]) for t, cols in HISTORY_PANELS]
-    panels = [(t, cols) for t, cols in panels if cols]
-    steps = sorted(int(s) for s in hist["step"].dropna().unique())
-    gap = float(min(b - a for a, b in zip(steps, steps[1:]))) if len(steps) > 1 else 1.0
-    fig = make_subplots(rows=max(1, len(panels)), cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        subplot_titles=[t for t, _ in panels])
-    k = 0
-    for row, (_, cols) in enumerate(panels, start=1):
-        for i, (col, err, name) in enumerate(cols):
-            e = dict(type="data", array=hist[err].tolist(), visible=True) if err and err in hist else None
-            fig.add_scatter(x=_spread(hist["step"], i, len(cols), gap), y=hist[col], mode="lines+markers",
-                            name=name, error_y=e, marker=dict(symbol=SYMBOLS[k % len(SYMBOLS)], size=9),
-                            customdata=hist["step"], hovertemplate=f"{name}: %{{y:.4g}}<br>step %{{customdata}}"
-                                                                   "<extra></extra>", row=row, col=1)
-            k += 1
-    ticks = dict(tickmode="array", tickvals=steps) if len(steps) <= 12 else dict(tickformat="d")
-    fig.update_xaxes(**ticks)
-    fig.update_xaxes(title_text="step", row=max(1, len(panels)), col=1)
-    fig.update_layout(title="Over training", height=80 + 200 * max(1, len(panels)), showlegend=True,
-                      legend=dict(x=1.02, xanchor="left", y=1, yanchor="top"),
-                      margin=dict(t=60, b=10, r=10), uirevision="history")
-    return fig
-
-
-def confusion_figure(conf: list[list[int]], names: list[str], title: str) -> go.Figure:
-    fig = go.Figure(go.Heatmap(z=conf, x=names, y=names, colorscale="Blues", text=conf, texttemplate="%{text}"))
-    fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
-                      height=360, margin=dict(t=40, b=10))
-    return fig
-
-
-def stain_figure(stain: dict) -> go.Figure:
-    edges = np.asarray(stain["edges"])
-    mid = (edges[:-1] + edges[1:]) / 2
-    fig = go.Figure()
-    for s, dash in (("H", "solid"), ("E", "dot")):
-        for side, color in (("real", "#1f77b4"), ("generated", "#d62728")):
-            fig.add_scatter(x=mid, y=stain[s][side], mode="lines", name=f"{s} {side}",
-                            line=dict(dash=dash, color=color, shape="hvh"))
-    fig.update_layout(title="H&E optical density (concentration) histograms", xaxis_title="OD",
-                      yaxis_title="density", height=320, margin=dict(t=40, b=10))
-    return fig
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,7 +100,7 @@ def _eval_note(data_dir: str) -> str:
 
 
 def _start_form(run, entries: list[dict]) -> None:
-    cfg = read_json(Path(run.run_dir) / "config.json") or {}
+    cfg = run_files.read_config(run.run_dir)
     space_now = st.session_state.get("eval_features", SPACES[0])
     weights_now = (st.session_state.get("eval_weights") or "").strip()
     needs = eval_jobs.eval_needs(run.run_id, "timm" if space_now.startswith("timm") else space_now,
@@ -198,37 +117,26 @@ def _start_form(run, entries: list[dict]) -> None:
         _needs(needs)
         with st.form("eval_start"):
             labels = ["latest (export of a finished run, else the newest checkpoint)"] + [e["label"] for e in entries]
-            ck = st.selectbox("checkpoint", labels)
-            metrics = st.multiselect(_L("metrics"), list_metrics(), default=["fid", "kid", "pr"], help=METRIC_HELP)
+            ck = st.selectbox(_L("step"), labels, help=FORM.fields["step"].metadata["help"])
+            metrics = st.multiselect(_L("metrics"), list_metrics(), default=C.DEFAULT_METRICS.split(","),
+                                     help=METRIC_HELP)
             c3, c4, c5 = st.columns(3)
-            n = c3.number_input(_L("n"), 2, 10_000_000, 2000, help="generated patches in total, evenly per class")
-            per_class = c4.checkbox(_L("per_class"), True, help="FID/KID/PR per class too")
+            values = {"n": FORM.widget("n", c3), "by_class": FORM.widget("by_class", c4)}
             timm_name = c5.text_input("timm model", "", help="for timm:<name>, e.g. vit_small_patch16_224")
             with st.expander("advanced"):
-                a1, a2, a3 = st.columns(3)
-                n_real = a1.number_input(_L("n_real"), 0, 10_000_000, 0, help="real patches per split (0 = n)")
-                truncation = a2.number_input(_L("truncation"), 0.0, 2.0, 1.0, 0.05)
-                seed = a3.number_input(_L("seed"), 0, 2**31 - 1, 0)
-                real_split = a1.selectbox(_L("real_split"), ["eval", "train", "val", "test"],
-                                          help="eval: the held-out split kept for the metrics (the default); "
-                                               + _eval_note(needs.data_dir))
-                downstream_epochs = a2.number_input(_L("downstream_epochs"), 1, 1000, 5)
-                device = a3.text_input(_L("device"), "auto")
-                lpips_weights = st.text_input(_L("lpips_weights"), "", help="torchvision AlexNet weights file "
-                                              "(empty = torch hub cache)")
+                values.update(FORM.grid(ADVANCED, st, 3, helps={"real_split": (
+                    "eval: the held-out split kept for the metrics (the default); " + _eval_note(needs.data_dir))}))
             go_ = st.form_submit_button("Start evaluation", type="primary", disabled=not needs.ready,
                                         help=None if needs.ready else "see above for what is missing")
     if not go_:
         return
     feat = f"timm:{timm_name.strip()}" if space.startswith("timm") else space
-    opts = dict(metrics=",".join(metrics), features=feat, n=int(n), per_class=per_class, n_real=int(n_real),
-                truncation=float(truncation), seed=int(seed), real_split=real_split,
-                downstream_epochs=int(downstream_epochs), device=device.strip() or "auto",
-                lpips_weights=lpips_weights.strip(), data=cfg.get("data") or "")
+    opts = dict(values, metrics=",".join(metrics), features=feat, data=cfg.get("data") or "")
+    opts = {k: v.strip() if isinstance(v, str) else v for k, v in opts.items()}
     if ck != labels[0]:
         chosen = entries[labels.index(ck) - 1]
         opts["step"] = "best" if chosen["kind"] == "best" else chosen["step"]
-    key = {"domain": "classifier", "inception": "inception_weights"}.get(feat, "timm_weights")
+    key = {"domain": "domain_weights", "inception": "inception_weights"}.get(feat, "timm_weights")
     opts[key] = weights.strip()
     try:
         job = eval_jobs.start_eval(run.run_id, opts)
@@ -365,7 +273,7 @@ def _history(reports: list[dict], space: str) -> None:
 
 # ----------------------------------------------------------------------------------------------
 
-all_runs = [(r, sampling.list_checkpoints(r.run_dir)) for r in jobs.list_runs()]
+all_runs = [(r, run_files.entries(r.run_dir)) for r in jobs.list_runs()]
 runs = [(r, e) for r, e in all_runs if e]
 if not runs:
     waiting = f" ({len(all_runs)} run(s) have no checkpoint yet)" if all_runs else ""
@@ -388,7 +296,7 @@ reports = R.list_reports(run.run_dir)[::-1]
 if not reports:
     if not active:  # under a running job's bar its report is on the way: nothing to say
         st.info("No evaluation of this run yet: start one above, or from a shell: "
-                f"`python -m engine evaluate --run-dir {run.run_dir} --metrics fid,kid,pr --per-class`.")
+                f"`python -m engine evaluate --run-dir {run.run_dir} --metrics fid,kid,pr --by-class`.")
     st.stop()
 pick_key, newest = f"eval_report_{rid}", reports[0]["id"]
 if st.session_state.get(f"eval_newest_{rid}") != newest:  # a report appeared (a job ended): show it

@@ -10,10 +10,10 @@ import ui_cache
 import ui_nav
 from engine import jobs
 from engine.data import catalog
-from engine.data import jobs as data_jobs
+from engine.jobs import prepare as data_jobs
 from engine.data.dataset import default_demo_dir
 from engine.metrics import report as R
-from engine.sampling import list_checkpoints
+from engine import runs as run_files
 from engine.utils import data_root, read_json, runs_root
 
 ui_cache.require_frame()
@@ -47,9 +47,9 @@ for col, (title, text, paths) in zip(st.columns(len(STEPS)), STEPS):
 
 def _classifier(data_dir: Path) -> tuple[str, str]:
     """(state, one line) of a data set's domain classifier: missing | queued | training | ready | failed
-    | stopped, from engine.metrics.classifier_jobs (its background job and its file)."""
+    | stopped, from engine.jobs.classifier (its background job and its file)."""
     try:
-        from engine.metrics.classifier_jobs import classifier_status
+        from engine.jobs.classifier import classifier_status
     except ImportError:  # an engine without classifier jobs: the file alone says whether it exists
         ready = (data_dir / "classifier.pt").is_file()
         return ("ready", "ready") if ready else ("missing", "not trained yet")
@@ -84,7 +84,7 @@ prepared = catalog.list_prepared()
 preparing = [j for j in data_jobs.list_prepare_jobs() if j.state in data_jobs.ACTIVE
              and getattr(j, "kind", "prepare") == "prepare"]
 runs = jobs.list_runs()
-with_ckpt = [s for s in runs if list_checkpoints(s.run_dir)]
+with_ckpt = [s for s in runs if run_files.has_entry(s.run_dir)]
 _state = getattr(R, "report_state", lambda rep: "finished")  # a report whose every metric failed
 evaluated = [s for s in with_ckpt if any(_state(r) != "failed" for r in R.list_reports(s.run_dir))]
 

@@ -20,6 +20,10 @@ picked = ui_cache.pick_generator("mix")
 if picked is None:
     st.stop()
 G, meta, run = picked
+if sampling.is_family(G):
+    st.info(f"Style mixing is StyleGAN-only: run `{run.run_id}` is a {meta.get('family')} run, which has no "
+            "per-layer styles to blend. Sample it per class on the Samples page.")
+    st.stop()
 names = meta["class_names"]
 groups = sampling.layer_groups(G)
 n = G.num_ws

@@ -17,10 +17,11 @@ import ui_cache
 import ui_forms
 import ui_nav
 from engine import config as C
-from engine import jobs
+from engine import jobs, runs
 from engine.data import catalog
 from engine.train import curves
 from engine.utils import read_json, runs_root
+from ui import figures
 
 ui_cache.require_frame()
 
@@ -33,8 +34,20 @@ SECTIONS = {  # what a researcher changes; every other field is under "advanced"
     "loss weights": ("fm_weight", "perceptual_weight", "stats_weight", "saturation_weight", "diversity_weight"),
 }
 SHOWN = (set(RUN_FIELDS) | {n for names in SECTIONS.values() for n in names}
-         | {"run_dir", "preset"})
+         | {"run_dir", "preset"} | set(C.FAMILY_SECTIONS))
 ADVANCED = tuple(n for n in FORM.fields if n not in SHOWN)
+# A family's own section (engine.config.FAMILY_SECTIONS: ddpm's DDPMConfig), one widget per field keyed
+# cfg_<family>_<field>, opening on the family preset of the machine's preset.
+
+
+def _section_preset(family: str, preset: str) -> dict:
+    cls, presets, _ = C.FAMILY_SECTIONS[family]
+    return C.to_dict(C.from_dict(cls, presets.get(preset, {})))
+
+
+SECTION_FORMS = {fam: ui_forms.ConfigForm(cls, prefix=f"cfg_{fam}_",
+                                          defaults=_section_preset(fam, C.default_preset()))
+                 for fam, (cls, _, _) in C.FAMILY_SECTIONS.items()}
 
 st.title("Train")
 if "train_flash" in st.session_state:  # said after the rerun that shows the new run
@@ -48,6 +61,8 @@ def _apply_preset() -> None:
     """on_change of the preset: the form shows that preset's values (the data set and run id stay)."""
     FORM.refill(C.preset_values(st.session_state["cfg_preset"]), st.session_state,
                 skip=("preset", "data", "run_dir"))
+    for fam, form in SECTION_FORMS.items():
+        form.refill(_section_preset(fam, st.session_state["cfg_preset"]), st.session_state)
 
 
 def _run_section(container) -> dict:
@@ -70,23 +85,31 @@ def _run_section(container) -> dict:
     return values
 
 
-def _estimate(values: dict, runs: list[jobs.RunStatus]) -> str:
+def _estimate(values: dict, all_runs: list[jobs.RunStatus]) -> str:
     try:
-        return jobs.estimate_text({k: values[k] for k in ("family", "res", "batch", "kimg")}, runs=runs)
+        return jobs.estimate_text({k: values[k] for k in ("family", "res", "batch", "kimg")}, runs=all_runs)
     except (C.ConfigError, ValueError, TypeError, KeyError):
         return "no estimate for these values"
 
 
-def _form(runs: list[jobs.RunStatus]) -> None:
-    with st.expander("New run", expanded=not runs):
+def _form(all_runs: list[jobs.RunStatus]) -> None:
+    with st.expander("New run", expanded=not all_runs):
         values = _run_section(st)
-        st.caption(f":material/schedule: Estimated time: {_estimate(values, runs)}")
+        st.caption(f":material/schedule: Estimated time: {_estimate(values, all_runs)}")
+        fam = values.get("family")
         with st.form("train_form"):
-            for title, names in SECTIONS.items():
-                st.markdown(f"**{title}**")
-                values.update(FORM.grid(names, st, 5))
+            shared: tuple = ()
+            if fam in SECTION_FORMS:  # the family's own fields; the GAN sections do not apply to it
+                form, shared = SECTION_FORMS[fam], C.FAMILY_SECTIONS[fam][2]
+                st.markdown(f"**{fam} model, schedule, optimiser and sampler**")
+                values[fam] = form.grid(list(form.fields), st, 5)
+            else:
+                for title, names in SECTIONS.items():
+                    st.markdown(f"**{title}**")
+                    values.update(FORM.grid(names, st, 5))
             with st.expander("advanced"):
-                values.update(FORM.grid(ADVANCED, st, 4))
+                # a field the section shares (grad_clip, ema_kimg ...) is set once, in the section
+                values.update(FORM.grid([n for n in ADVANCED if n not in shared], st, 4))
             run_id = st.text_input("run id · run_id", key="cfg_run_id",
                                    placeholder="<date>-<time>-<family>-<res>px",
                                    help="name of the run directory (letters, digits, '.', '_', '-'); "
@@ -119,20 +142,13 @@ def _age(seconds: float | None) -> str:
 def _runs_table(ticking: bool) -> None:
     """All runs; re-drawn every 5 s by st.fragment while any of them is alive. `progress` is the same
     engine text as the selected run's status line (jobs.progress)."""
-    runs = jobs.list_runs()
+    all_runs = jobs.list_runs()
     rows = [{"run": s.run_id, "name": s.name, "state": s.state, "progress": jobs.progress(s).text(),
              "started": time.strftime("%Y-%m-%d %H:%M", time.localtime((s.raw or {}).get("started_at") or 0)),
-             "heartbeat": _age(s.heartbeat_age_s) if s.alive else "", "message": s.message} for s in runs]
+             "heartbeat": _age(s.heartbeat_age_s) if s.alive else "", "message": s.message} for s in all_runs]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="runs_table")
-    if ticking and not any(s.alive for s in runs):
+    if ticking and not any(s.alive for s in all_runs):
         st.rerun()  # every run has ended: stop this timer
-
-
-def _class_names(d: Path, cfg: dict) -> list[str]:
-    meta = read_json(d / "exports" / "generator.json") or {}
-    if meta.get("class_names"):
-        return list(meta["class_names"])
-    return list((read_json(Path(cfg.get("data") or "-") / "dataset.json") or {}).get("class_names", []))
 
 
 ACTIVE_OR_DONE = ("running", "stopping", "stopped", "finished")
@@ -172,19 +188,25 @@ def _live(run_id: str, ticking: bool) -> None:
     if ticking and not s.alive:
         st.rerun()  # the run ended: a full rerun redraws the buttons and stops this timer
     d = s.run_dir
-    cfg = read_json(d / "config.json") or read_json(d / "launch.json") or {}
+    cfg = runs.read_config(d)
     _status_line(s)
     # read only what the trainer appended since the last tick (offset kept per run in session_state)
     tail = st.session_state.setdefault(f"metrics_{run_id}", {})
-    df = curves.follow_metrics(d / "metrics_gan.csv", tail)
-    figs = curves.figures(df, cfg)  # only the curves this run uses: no empty slots
+    df = curves.follow_metrics(runs.metrics_path(d), tail)  # metrics_diffusion.csv for ddpm
+    figs = figures.run_figures(df, cfg)  # only the curves this run uses: no empty slots
     cols = st.columns(3)
     for i, (name, fig) in enumerate(figs.items()):
         cols[i % 3].plotly_chart(fig, width="stretch", key=f"curve_{name}")
-    grids = sorted((d / "samples").glob("step_*.png"))
+    if cfg.get("family") == "mlp_gan" and len(df) and "d_loss" in df and "g_loss" in df:
+        from engine.train.balance import balance_note  # the tutorial's reading of the two losses
+
+        note = balance_note(df["d_loss"].tolist(), df["g_loss"].tolist())
+        if note:
+            st.warning(note, icon=":material/balance:")
+    grids = [g for _, g in runs.grids(d)]
     left, right = st.columns([3, 2])
     if grids:
-        names = _class_names(d, cfg)
+        names = runs.class_names(d)
         rows = " · ".join(f"row {i + 1}: {c}" for i, c in enumerate(names))
         img = _grid_image(grids[-1], int(cfg.get("res") or 64), grids[-1].stat().st_mtime_ns)
         left.image(img, width=int(img.shape[1]) if img.shape[1] <= 640 else "stretch", output_format="PNG",
@@ -195,19 +217,19 @@ def _live(run_id: str, ticking: bool) -> None:
     right.code(jobs.log_tail(d / "log.txt", lines=30) or "(empty log)", language=None, wrap_lines=True)
 
 
-def _selected(runs: list[jobs.RunStatus]) -> None:
-    ids = [s.run_id for s in runs]
-    titles = {s.run_id: s.title for s in runs}
+def _selected(all_runs: list[jobs.RunStatus]) -> None:
+    ids = [s.run_id for s in all_runs]
+    titles = {s.run_id: s.title for s in all_runs}
     current = st.session_state.get("train_run")
     rid = st.selectbox("run", ids, index=ids.index(current) if current in ids else 0,
                        format_func=titles.get)
     st.session_state["train_run"] = rid
-    s = next(x for x in runs if x.run_id == rid)
+    s = next(x for x in all_runs if x.run_id == rid)
     c1, c2, c3, _ = st.columns([1, 1, 2, 2], vertical_alignment="bottom")
     if c1.button("Stop", key="stop", disabled=not s.alive, help="checkpoint, then stop"):
         jobs.stop(rid, wait=False)
         st.rerun()
-    cfg = read_json(s.run_dir / "config.json") or {}
+    cfg = read_json(s.run_dir / runs.CONFIG) or {}
     can_resume = not s.alive and bool(cfg)
     kimg = None
     if can_resume:  # keyed by the run's kimg: a widget made before config.json existed cannot linger
@@ -266,16 +288,16 @@ def _manage(s: jobs.RunStatus) -> None:
             st.rerun()
 
 
-runs = jobs.list_runs()
-if runs:
+all_runs = jobs.list_runs()
+if all_runs:
     # the selected run (after Start: the new one) is the first thing on screen; the form below it
-    _selected(runs)
+    _selected(all_runs)
     st.subheader("Runs")
-    alive = any(s.alive for s in runs)
+    alive = any(s.alive for s in all_runs)
     st.fragment(_runs_table, run_every=5 if alive else None)(alive)
 else:
     st.info(f"No runs yet in `{runs_root()}`. Start one with the form below (the defaults train a small "
             "demo generator on the built-in histosynth data), or from a shell: "
             "`python -m engine jobs start --res 32 --kimg 2`.")
-_form(runs)
+_form(all_runs)
 ui_nav.next_step("pages/samples.py", "generate patches per class from a checkpoint")

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from engine.data.classes import SPLITS
 from engine.utils import data_root, read_json
 
-SPLITS = ("train", "val", "test", "eval")
 
 
 def list_prepared(root: str | Path | None = None) -> list[Path]:
@@ -26,7 +26,8 @@ def describe(path: str | Path) -> str:
     """One line for a picker: name, source, size and total patches."""
     p = Path(path)
     info = read_json(p / "dataset.json", {}) or {}
-    # eval is held out of train in sets made since issue 10, a subset of train in older ones
+    # eval is held out of train in sets with eval_disjoint (FID against training patches would reward
+    # memorising them); older sets still load, their eval being a subset of train
     held_out = info.get("eval_disjoint", False)
     n = sum(sum(c.values()) for s, c in (info.get("counts") or {}).items() if s != "eval" or held_out)
     tag = " (synthetic)" if info.get("synthetic") else ""

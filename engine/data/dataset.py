@@ -16,9 +16,9 @@ import torch
 
 from engine.config import ConfigError
 from engine.images import to_uint8, uint8_to_float
-from engine.utils import data_root, read_json
+from engine.data.classes import SPLITS
+from engine.utils import default_demo_dir, read_json
 
-SPLITS = ("train", "val", "test", "eval")
 
 
 def _prepare_hint(path: Path) -> str:
@@ -118,16 +118,6 @@ def real_tiles(data_dir: str | os.PathLike | PreparedData, class_name: str, n: i
     return to_uint8(x)
 
 
-def run_data_dir(run_dir: str | os.PathLike) -> Path:
-    """The prepared data set a run trains on: config.json's `data`, else the histosynth demo at its res
-    (what the trainer uses when `data` is empty)."""
-    cfg = read_json(Path(run_dir) / "config.json", None) or {}
-    if cfg.get("data"):
-        return Path(cfg["data"])
-    # the size engine.train.data.load_training_data prepares the demo at (histosynth renders 32-256 px)
-    return default_demo_dir(min(max(int(cfg.get("res") or 64), 32), 256))
-
-
 class PatchDataset(torch.utils.data.Dataset):
     """One split of a PreparedData: item i -> (float32 (3,H,W) in [-1, 1], class index)."""
 
@@ -180,10 +170,6 @@ class BalancedClassSampler(torch.utils.data.Sampler[int]):
 
 # ----------------------------------------------------------------------------------------------
 # The built-in demo set
-
-def default_demo_dir(size: int = 64) -> Path:
-    return data_root() / f"histosynth-{size}"
-
 
 def ensure_demo(size: int = 64, per_class: int = 200, seed: int = 0,
                 progress: Callable[[int, int, str], None] | None = None) -> Path:

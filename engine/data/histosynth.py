@@ -12,7 +12,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-CLASSES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")
+from engine.data.classes import NCT_CLASSES
+
+CLASSES = NCT_CLASSES  # histosynth draws the NCT classes, in their order
 SYNTHETIC_LABEL = "histosynth (synthetic demo data, not real tissue)"
 SIZE_RANGE = (32, 256)
 

@@ -30,11 +30,11 @@ import numpy as np
 from engine import config as C
 from engine.config import ConfigError, PrepareConfig
 from engine.data import quality
+from engine.data.classes import SPLITS
 from engine.data.sources import (IMAGE_EXTS, Reject, Source, display_name, fit_square, open_source,
                                  open_test_source)
 from engine.utils import data_root, fsync_dir, read_json
 
-SPLITS = ("train", "val", "test", "eval")
 MAX_EXAMPLES = 5  # example paths kept per reject reason
 Progress = Callable[[int, int, str], None]
 
@@ -416,12 +416,12 @@ def summary_table(info: dict) -> str:
 
 class ProgressFile:
     """`--progress-file`: {state, done, total, message} (+ out when finished) replaced atomically, running
-    updates at most twice a second; how the Data page follows a background preparation (engine.data.jobs)."""
+    updates at most twice a second; how the Data page follows a background preparation (engine.jobs.prepare)."""
 
     def __init__(self, path: str | os.PathLike):
-        from engine.background import StatusFile
+        from engine.jobs.core import StatusWriter
 
-        self.file = StatusFile(path, every_s=0.5)
+        self.file = StatusWriter(path, every_s=0.5)
         self.file.set("running", force=True, done=0, total=0, message="listing the source")
 
     def __call__(self, done: int, total: int, msg: str) -> bool:

@@ -11,11 +11,12 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+
+from engine.data.classes import NCT_CLASSES
 from PIL import Image
 
 from engine.config import ConfigError
 
-NCT_CLASSES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")
 IMAGE_EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TIFF_EXTS = (".tif", ".tiff")
 # Decompression bombs: a tile data set has no business holding a 25-megapixel image (and the quality

@@ -56,7 +56,7 @@ def domain_classifier(ctx):
     if cached is None:
         from engine.metrics.features import open_feature_space
 
-        path = ctx.cfg.classifier or str(Path(ctx.data.root) / "classifier.pt")
+        path = ctx.cfg.domain_weights or str(Path(ctx.data.root) / "classifier.pt")
         cached = open_feature_space("domain", path, ctx.device)
         ctx._cas_classifier = cached
     return cached

@@ -5,7 +5,7 @@ discriminator's domain head, and the downstream "does the sample look like its c
 `python -m engine train-classifier --data DIR --out FILE` trains it; the file holds tensors and
 primitives only, so `torch.load(weights_only=True)` reads it. Its `meta` is also written beside it as
 JSON (`classifier.json`), so the pages can show a classifier's state without loading torch weights.
-With `--progress-file` the command is a background job of the data set (engine.metrics.classifier_jobs).
+With `--progress-file` the command is a background job of the data set (engine.jobs.classifier).
 
 Default architecture `resnet10t` (timm): a ResNet with a 3-conv stem and one basic block per stage,
 ~4.9 M parameters and 512-d penultimate features. It trains about 2x faster than resnet18 on a CPU at
@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -28,42 +27,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.config import ConfigError, add_arguments, from_args, opt, validate
+from engine.config import (CLASSIFIER_ARCH, CLASSIFIER_FILE, ClassifierConfig, ConfigError, add_arguments,
+                           from_args, validate)
 from engine.data.dataset import load_prepared
 from engine.images import uint8_to_float
 from engine.utils import atomic_write_bytes, atomic_write_json, pick_device
 
-DEFAULT_ARCH = "resnet10t"
-FILE_NAME = "classifier.pt"
+DEFAULT_ARCH = CLASSIFIER_ARCH
+FILE_NAME = CLASSIFIER_FILE
 Progress = Callable[[int, int, str], None]
-
-
-@dataclass
-class ClassifierConfig:
-    data: str = opt("", "prepared data set directory (from `python -m engine prepare`)")
-    out: str = opt("", f"output file (default: <data>/{FILE_NAME})")
-    arch: str = opt(DEFAULT_ARCH, "timm architecture, built from scratch (pretrained=False)")
-    epochs: int = opt(10, "passes over the training split", range=(1, 10000))
-    batch: int = opt(64, "images per step", range=(2, 4096))
-    lr: float = opt(2e-3, "AdamW peak learning rate (cosine decay to 0)", range=(1e-6, 1.0))
-    weight_decay: float = opt(0.05, "AdamW weight decay", range=(0.0, 1.0))
-    seed: int = opt(0, "seed for init, shuffling and augmentation", range=(0, 2**31 - 1))
-    device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
-    split: str = opt("train", "split to train on", choices=("train", "eval"))
-    threads: int = opt(0, "torch CPU threads (0 = torch's default, every core)", range=(0, 1024))
-
-    def check(self) -> None:
-        import timm
-
-        if not self.data:
-            raise ConfigError("config field 'data' is required: the directory of a prepared data set "
-                              "(make one with `python -m engine prepare`)")
-        if not timm.is_model(self.arch):
-            raise ConfigError(f"config field 'arch' must be a timm architecture name such as resnet10t, "
-                              f"resnet18 or vit_small_patch16_224 (got {self.arch!r})")
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise ConfigError(f"config field 'device' must be one of: auto, cpu, cuda, cuda:N, mps "
-                              f"(got {self.device!r})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,8 +97,9 @@ def channel_stats(images, idx: np.ndarray, limit: int = 4096) -> tuple[list[floa
     return x.mean(dim=(0, 2, 3)).tolist(), std.tolist()
 
 
-def cosine_lr(step: int, total: int, warmup: int) -> float:
-    """LR factor: linear warm-up (AdamW from scratch is unstable in its first steps), then cosine to 0."""
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """LR factor: linear warm-up (AdamW from scratch is unstable in its first steps), then cosine to 0.
+    (Not the trainer's engine.train.step.cosine_lr, which has no warm-up and a floor.)"""
     return min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
 
@@ -138,7 +111,7 @@ def batches(images, idx: np.ndarray, batch: int, device: str):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images, labels: np.ndarray, idx: np.ndarray, num_classes: int,
+def evaluate_classifier(model: nn.Module, images, labels: np.ndarray, idx: np.ndarray, num_classes: int,
              device: str, batch: int = 256) -> tuple[float | None, list[list[int]]]:
     """Accuracy and confusion matrix (rows = true class, columns = predicted) on `idx`."""
     conf = torch.zeros(num_classes * num_classes, dtype=torch.int64)
@@ -196,7 +169,7 @@ def train_classifier(data_dir, out=None, *, arch: str = DEFAULT_ARCH, epochs: in
                                 batch=cfg.batch, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
                                 dev=dev, progress=progress)
 
-    val_acc, confusion = evaluate(model, data.images, labels, val_idx, K, dev)
+    val_acc, confusion = evaluate_classifier(model, data.images, labels, val_idx, K, dev)
     meta = {"arch": cfg.arch, "num_classes": K, "class_names": names, "size": size,
             "mean": mean, "std": std, "val_acc": val_acc, "val_n": int(len(val_idx)),
             "confusion": confusion, "data_dir": str(data_dir.resolve()), "split": cfg.split,
@@ -262,16 +235,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--progress-file", metavar="FILE.json",
                         help="also report {state, done, total, message} in this JSON file (for background jobs)")
     parser.add_argument("--after-job", metavar="ID",
-                        help="first wait for this data preparation job (engine.data.jobs) to finish")
+                        help="first wait for this data preparation job (engine.jobs.prepare) to finish")
     args = parser.parse_args(argv)
     report = None
     if args.progress_file:
         import signal
         import threading
 
-        from engine.background import StatusFile
+        from engine.jobs.core import StatusWriter
 
-        report = StatusFile(args.progress_file, every_s=0.5)
+        report = StatusWriter(args.progress_file, every_s=0.5)
         report.set("running", force=True, done=0, total=0, message="starting")
         if threading.current_thread() is threading.main_thread():  # a stop (SIGTERM) ends it `stopped`
             signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -331,7 +304,7 @@ def train_with_bar(cfg: ClassifierConfig, also: Progress | None = None) -> dict:
 def _wait_for_preparation(job_id: str, report=None, every_s: float = 1.0) -> None:
     """Block until data preparation job `job_id` ends; FileNotFoundError unless it finished (then there
     is nothing to train on: the classifier is queued behind its data set)."""
-    from engine.data import jobs as data_jobs
+    from engine.jobs import prepare as data_jobs
 
     while (s := data_jobs.prepare_status(job_id)).state in data_jobs.ACTIVE:
         if report is not None:
@@ -359,7 +332,7 @@ def fit_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, *, 
     """Train a Classifier from scratch on uint8 NHWC `images` with int `labels` (same recipe as
     `train_classifier`: AdamW, warm-up + cosine, dihedral augmentation, bf16 on CUDA).
 
-    Returns the model in eval mode; score it with `evaluate(model, images, labels, idx, K, device)`.
+    Returns the model in eval mode; score it with `evaluate_classifier(model, images, labels, idx, K, device)`.
     """
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) < 2:
@@ -386,7 +359,7 @@ def _fit(images: np.ndarray, labels: np.ndarray, idx: np.ndarray, num_classes: i
     per_epoch = len(idx) // bs
     total = epochs * per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt_, lambda s: cosine_lr(s, total, max(1, min(100, total // 20))))
+        opt_, lambda s: warmup_cosine(s, total, max(1, min(100, total // 20))))
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.startswith("cuda"))
     step = 0
     for epoch in range(epochs):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.metrics.classifier import evaluate, fit_classifier
+from engine.metrics.classifier import evaluate_classifier, fit_classifier
 from engine.metrics.registry import register_metric
 
 
@@ -20,7 +20,7 @@ def train_and_test(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     K = len(class_names)
     model = fit_classifier(train_x, train_y, K, arch=arch, epochs=epochs, batch=batch, seed=seed, device=device,
                            progress=progress)
-    acc, conf = evaluate(model, test_x, np.asarray(test_y, np.int64), np.arange(len(test_y)), K, device)
+    acc, conf = evaluate_classifier(model, test_x, np.asarray(test_y, np.int64), np.arange(len(test_y)), K, device)
     recall = {n: (row[c] / sum(row) if sum(row) else None) for c, (n, row) in enumerate(zip(class_names, conf))}
     return {"n_train": int(len(train_y)), "accuracy": acc, "per_class_recall": recall, "confusion": conf}
 

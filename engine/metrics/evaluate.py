@@ -1,7 +1,7 @@
 """`python -m engine evaluate`: score a run's generator and write runs/<id>/eval/<timestamp>.json.
 
     python -m engine evaluate --run-dir runs/ID --metrics fid,kid,pr,lpips,downstream,memorisation \
-        --per-class --n 2000 --features domain
+        --by-class --n 2000 --features domain
 
 Flow: load G (a checkpoint step or the export) -> generate n patches, evenly per class, from fixed
 seeds -> embed them in the feature space -> each requested metric from the registry (real features come
@@ -16,91 +16,23 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from engine.config import ConfigError, add_arguments, from_args, opt, validate
-from engine.metrics.registry import calc_metric, check_metrics
-from engine.utils import atomic_write_bytes, atomic_write_json, pick_device, read_json, runs_root
+from engine import runs
+from engine.config import ConfigError, EvalConfig, add_arguments, from_args, validate
+from engine.metrics.registry import calc_metric
+from engine.utils import atomic_write_bytes, atomic_write_json, pick_device, runs_root
 
-DEFAULT_METRICS = "fid,kid,pr"
 SMALL_N = 10_000  # below this many generated patches FID's bias is large; KID is unbiased
 NO_FEATURES = ("stain", "downstream")  # metrics that never embed in the feature space
 CLASSIFIER_SHARE = 0.5  # of the progress bar, when the classifier is trained first (~ its share of the time)
-
-
-@dataclass
-class EvalConfig:
-    run_dir: str = opt("", "run directory to evaluate (runs/ID)")
-    step: str = opt("latest", "checkpoint: latest (the export of a finished run, else the newest "
-                              "checkpoint), best (exports/best: the best G_ema by the trainer's periodic "
-                              "held-out FID, spec 4.3 cgan_best_model.pt) or a step number (-1 = latest)",
-                    label='checkpoint step')
-    metrics: str = opt(DEFAULT_METRICS, "comma-separated: fid, kid, pr, is, lpips, downstream, memorisation, stain, cas", label='metrics')
-    features: str = opt("domain", "feature space: domain, inception or timm:<name>", label='feature space')
-    per_class: bool = opt(False, "also report FID/KID/PR (and colour gaps) per class", label='per-class metrics too')
-    n: int = opt(2000, "generated patches in total, split evenly over the classes", range=(2, 10_000_000), label='generated patches')
-    n_real: int = opt(0, "real patches per split at most, evenly per class (0 = as many as generated)",
-                      range=(0, 10_000_000), label='real patches per split')
-    real_split: str = opt("eval", "real split FID/KID/PR/LPIPS compare against: eval = the held-out split "
-                                  "kept for metrics (spec 1.3; a data set prepared before it was held out "
-                                  "has its eval inside train, and the report says so)",
-                          choices=("train", "val", "test", "eval"), label='real split')
-    data: str = opt("", "prepared data set (empty = the one the run trained on)")
-    classifier: str = opt("", "classifier file for `domain` (empty = <data>/classifier.pt)")
-    inception_weights: str = opt("", "FID Inception weights file (empty = the torch hub cache)")
-    timm_weights: str = opt("", "local checkpoint for timm:<name> (.safetensors or a state dict)")
-    lpips_net: str = opt("alex", "LPIPS trunk", choices=("alex", "vgg", "squeeze"))
-    lpips_weights: str = opt("", "torchvision weights of the LPIPS trunk (empty = the torch hub cache)", label='LPIPS trunk weights')
-    lpips_pairs: int = opt(200, "random same-class pairs per class for diversity", range=(1, 1_000_000))
-    kid_subsets: int = opt(100, "KID random subsets", range=(1, 10_000))
-    truncation: float = opt(1.0, "truncation psi of the generated patches (1 = none)", range=(0.0, 2.0), label='truncation psi')
-    seed: int = opt(0, "first seed of the generated patches; also seeds KID/PR subsets", range=(0, 2**31 - 1), label='first seed')
-    batch: int = opt(64, "images per forward pass", range=(1, 4096))
-    device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps", label='compute device')
-    downstream_arch: str = opt("resnet10t", "timm architecture of the downstream classifiers")
-    downstream_epochs: int = opt(5, "epochs of each downstream classifier", range=(1, 1000), label='downstream classifier epochs')
-    memorisation_threshold: float = opt(0.5, "flag a generated patch whose distance ratio is below this",
-                                        range=(0.0, 10.0))
-    memorisation_pairs: int = opt(8, "closest generated/training pairs kept for review", range=(0, 1000))
-    memorisation_train_cap: int = opt(0, "training patches per class searched for nearest neighbours "
-                                         "(0 = the whole train split)", range=(0, 10_000_000))
-    job: str = opt("", "report id (default: a new timestamp); set by the background job")
-    auto_classifier: bool = opt(True, "train the `domain` classifier first when its file is missing "
-                                      "(false: those metrics fail, naming the command that makes it)")
-
-    def check(self) -> None:
-        if not self.run_dir:
-            raise ConfigError("config field 'run_dir' is required: a run directory such as runs/ID")
-        try:
-            check_metrics(self.metric_list)
-        except ValueError as e:
-            raise ConfigError(f"config field 'metrics': {e}") from None
-        if not (self.features in ("domain", "inception") or re.fullmatch(r"timm:[\w.\-/]+", self.features)):
-            raise ConfigError(f"config field 'features' must be one of: domain, inception, timm:<name> "
-                              f"(got {self.features!r})")
-        if not (self.step in ("latest", "best") or re.fullmatch(r"-1|\d+", self.step.strip())):
-            raise ConfigError(f"config field 'step' must be one of: latest, best, a step number "
-                              f"(got {self.step!r})")
-        if self.job and not re.fullmatch(r"[\w.\-]+", self.job):
-            raise ConfigError(f"config field 'job' must use letters, digits, '.', '_' and '-' (got {self.job!r})")
-
-    @property
-    def step_arg(self) -> int | str | None:
-        """`step` as `load_generator` takes it: None (latest), "best" or a step number."""
-        s = self.step.strip()
-        return None if s in ("latest", "-1") else s if s == "best" else int(s)
-
-    @property
-    def metric_list(self) -> list[str]:
-        return list(dict.fromkeys(m.strip() for m in self.metrics.split(",") if m.strip()))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -110,8 +42,14 @@ class EvalContext:
     def __init__(self, cfg: EvalConfig, G, meta: dict, data, device: str,
                  progress: Callable[..., None] | None = None):
         self.cfg, self.G, self.meta, self.data, self.device = cfg, G, meta, data, device
+        # sampler options of a diffusion family (EvalConfig's sampler / sample_steps / eta / guidance when
+        # it has them; None = the run's defaults)
+        self.options = {"sampler": getattr(cfg, "sampler", None) or None,
+                        "steps": getattr(cfg, "sample_steps", None), "eta": getattr(cfg, "eta", None),
+                        "guidance": getattr(cfg, "guidance", None)}
         self.class_names = list(meta.get("class_names") or data.class_names)
-        self.res, self.per_class, self.seed = int(G.res), cfg.per_class, cfg.seed
+        # ctx.per_class (the metrics' name for it, engine.metrics.registry) is the config's bool by_class
+        self.res, self.per_class, self.seed = int(G.res), cfg.by_class, cfg.seed
         K = len(self.class_names)
         self.per_class_n = math.ceil(cfg.n / K)
         self.real_cap = math.ceil((cfg.n_real or cfg.n) / K)
@@ -125,7 +63,7 @@ class EvalContext:
 
         c = self.cfg
         self.space_used = True
-        weights = {"domain": c.classifier or str(Path(self.data.root) / "classifier.pt"),
+        weights = {"domain": c.domain_weights or str(Path(self.data.root) / "classifier.pt"),
                    "inception": c.inception_weights or None}.get(c.features, c.timm_weights or None)
         return open_feature_space(c.features, weights, self.device)
 
@@ -135,6 +73,12 @@ class EvalContext:
 
         return describe_space(self.features)
 
+    @property
+    def sampler_options(self) -> dict | None:
+        """The sampler options of a family that has them (ddpm: sampler, steps, eta, guidance), else None."""
+        return self.G.sample_options(**self.options) if callable(getattr(self.G, "sample_options", None)) \
+            else None
+
     @cached_property
     def _generated(self):
         from engine.sampling import generate
@@ -143,7 +87,8 @@ class EvalContext:
         self.progress(f"generating {self.per_class_n * len(self.class_names)} patches")
         images, records = generate(self.G, list(range(len(self.class_names))), seeds, self.cfg.truncation,
                                    device=self.device, batch=self.cfg.batch, class_names=self.class_names,
-                                   progress=lambda d, t: self.progress("generating", d, t))
+                                   progress=lambda d, t: self.progress("generating", d, t),
+                                   **(self.options if self.sampler_options is not None else {}))
         return images, np.array([r["class_index"] for r in records], np.int64), [r["seed"] for r in records]
 
     gen_images = property(lambda self: self._generated[0])
@@ -238,6 +183,7 @@ class HeldOutFID:
         self.open()
         k = len(self.data.class_names)
         with torch.random.fork_rng(devices=[self.device] if self.device.startswith("cuda") else []):
+            # a diffusion family samples with its run's defaults (the grids' fast sampler)
             images, _ = generate(G, list(range(k)), list(range(self.per_class)), batch=self.batch)
             feats = embed(self.space, images, self.batch, self.device)
         return {"score": float(fid_from_features(feats, self.real_feats)), "n": int(len(feats)),
@@ -258,9 +204,9 @@ def new_report_id(eval_dir: Path) -> str:
 
 def resolve_data(cfg: EvalConfig, run_dir: Path, res: int):
     """The prepared data set to compare against: --data, else the run's config `data`, else the demo."""
-    from engine.data.dataset import default_demo_dir, load_prepared
+    from engine.data.dataset import load_prepared
 
-    path = cfg.data or (read_json(run_dir / "config.json") or {}).get("data") or str(default_demo_dir(res))
+    path = cfg.data or str(runs.data_dir(run_dir))
     return load_prepared(path)
 
 
@@ -285,25 +231,26 @@ def notes_for(ctx: EvalContext, report: dict) -> list[str]:
 
 
 def domain_classifier_path(cfg: EvalConfig, data) -> Path:
-    return Path(cfg.classifier) if cfg.classifier else Path(data.root) / "classifier.pt"
+    return Path(cfg.domain_weights) if cfg.domain_weights else Path(data.root) / "classifier.pt"
 
 
 def _ensure_domain_classifier(cfg: EvalConfig, data, say: Callable[[float, str], None]) -> bool:
     """Make sure the `domain` classifier file exists: wait for a background job training it, else train
     it here (tqdm on stderr, progress in the first CLASSIFIER_SHARE of the bar). Without auto_classifier
     nothing happens and the metrics report the missing file. Returns True when it took part of the bar."""
-    from engine.metrics import classifier_jobs
+    from engine.jobs import classifier as classifier_jobs
 
     path = domain_classifier_path(cfg, data)
     if path.is_file() or not cfg.auto_classifier:
         return False
-    if not cfg.classifier:  # the app may be training this very file: wait rather than train it twice
+    if not cfg.domain_weights:  # the app may be training this very file: wait rather than train it twice
         while (s := classifier_jobs.classifier_status(data.root)).state in ("queued", "training"):
             say(CLASSIFIER_SHARE * s.fraction, f"waiting for the domain classifier (job {s.job_id}): {s.message}")
             time.sleep(1.0)
         if path.is_file():
             return True
-    from engine.metrics.classifier import ClassifierConfig, train_with_bar
+    from engine.config import ClassifierConfig
+    from engine.metrics.classifier import train_with_bar
 
     print(f"No domain classifier at {path}: training it first (`python -m engine train-classifier --data "
           f"{data.root}`; --no-auto-classifier skips this).", flush=True)
@@ -375,6 +322,8 @@ def evaluate(cfg: EvalConfig, progress: Callable[[float, str], None] | None = No
         "n_real_per_class": {s: dict(zip(ctx.class_names, map(int, np.bincount(r.labels, minlength=len(
             ctx.class_names))))) for s, r in ctx.real_sets().items()},
         "real_split": cfg.real_split, "truncation": cfg.truncation, "noise_mode": "const",
+        # a family with its own sampler (ddpm) records the options its patches were drawn with
+        "family": meta.get("family", "stylegan2"), "sampler": ctx.sampler_options,
         "seeds": [cfg.seed, cfg.seed + ctx.per_class_n - 1], "device": device,
         "preferred": "kid" if int(gen_counts.sum()) < SMALL_N else "fid",
         "metrics": results, "config": asdict(cfg), "state": report_state({"metrics": results})}
@@ -439,20 +388,13 @@ def summary(report: dict) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine evaluate",
                                      description="Evaluate a run's generator; writes runs/<id>/eval/<id>.json.")
-    add_arguments(parser, EvalConfig, skip=("per_class", "auto_classifier"))
-    parser.add_argument("--per-class", dest="per_class", nargs="?", const="true", default=None, metavar="BOOL",
-                        help="also report per-class values (a bare flag means true)")
-    parser.add_argument("--auto-classifier", dest="auto_classifier", nargs="?", const="true", default=None,
-                        metavar="BOOL", help="train the `domain` classifier first when its file is missing "
-                                             "(default true; a bare flag means true)")
-    parser.add_argument("--no-auto-classifier", dest="auto_classifier", action="store_const", const="false",
-                        help="do not train it: the metrics that need it fail, naming the command that makes it")
+    add_arguments(parser, EvalConfig)  # --by-class, --no-auto-classifier ...: from the fields
     cfg = from_args(EvalConfig, parser.parse_args(argv))
     status = None
     if cfg.job:
-        from engine.metrics.jobs import JobStatus
+        from engine.jobs.core import StatusWriter  # the writer only: engine.jobs.eval is the launcher
 
-        status = JobStatus(Path(cfg.run_dir) / "eval" / "jobs" / f"{cfg.job}.json")
+        status = StatusWriter(runs.eval_jobs_dir(cfg.run_dir) / f"{cfg.job}.json")
         status.set("running")
 
     last = {"msg": None, "t": 0.0}

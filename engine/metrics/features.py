@@ -86,7 +86,7 @@ def load_feature_space(space: str, path, device: str = "cpu") -> nn.Module:
 
 
 # ----------------------------------------------------------------------------------------------
-# `inception` and `timm:<name>` (issue 6): offline only, weights from a local file or the hub cache.
+# `inception` and `timm:<name>`: offline only (the lab never downloads), weights from a local file or the hub cache.
 # Every space below (and DomainFeatures) is tagged by `describe_space` with its weights' hash, so a
 # report says exactly which network measured it.
 

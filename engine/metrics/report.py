@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from engine import runs
 from engine.utils import read_json
 
 REPORT_RE = re.compile(r"^\d{8}-\d{6}(-\d+)?\.json$")
@@ -14,7 +14,7 @@ REPORT_RE = re.compile(r"^\d{8}-\d{6}(-\d+)?\.json$")
 
 def list_reports(run_dir) -> list[dict]:
     """Every readable report of a run, oldest first (a half-written or foreign file is skipped)."""
-    d = Path(run_dir) / "eval"
+    d = runs.eval_dir(run_dir)
     if not d.is_dir():
         return []
     reports = [read_json(p) for p in sorted(d.iterdir()) if REPORT_RE.match(p.name)]
@@ -42,7 +42,7 @@ def failed_reason(report: dict) -> str:
 def load_arrays(run_dir, report: dict) -> dict[str, np.ndarray]:
     """The side arrays of a report (e.g. memorisation pairs); {} when it has none."""
     info = report.get("arrays") or {}
-    path = Path(run_dir) / "eval" / str(info.get("file", ""))
+    path = runs.eval_dir(run_dir) / str(info.get("file", ""))
     if not info or not path.is_file():
         return {}
     with np.load(path, allow_pickle=False) as z:

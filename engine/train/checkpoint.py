@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -20,15 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine import runs
 from engine.utils import atomic_write_json, fsync_dir, read_json
 
-CKPT_RE = re.compile(r"^step_(\d{8,})\.pt$")
 # Test hook: seconds to sleep between writing the temp file and renaming it (kill-during-write test).
 SLEEP_ENV = "HISTOGEN_TEST_CKPT_SLEEP"
-
-
-def ckpt_name(step: int) -> str:
-    return f"step_{step:08d}.pt"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -73,9 +68,9 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any], step: int
         keep_last: how many of the newest checkpoints to keep; the one latest.json names always stays.
     Returns the path written.
     """
-    ckdir = Path(run_dir) / "checkpoints"
+    path = runs.checkpoint_path(run_dir, step)
+    ckdir = path.parent
     ckdir.mkdir(parents=True, exist_ok=True)
-    path = ckdir / ckpt_name(step)
     fd, tmp = tempfile.mkstemp(dir=ckdir, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -94,18 +89,9 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any], step: int
     return path
 
 
-def list_checkpoints(ckdir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """(step, path) of every step_*.pt, newest first."""
-    ckdir = Path(ckdir)
-    if not ckdir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in ckdir.iterdir() if (m := CKPT_RE.match(p.name))]
-    return sorted(found, reverse=True)
-
-
 def prune_checkpoints(ckdir: Path, keep_last: int) -> None:
     latest = (read_json(ckdir / "latest.json") or {}).get("file")
-    for _, p in list_checkpoints(ckdir)[max(1, keep_last):]:
+    for _, p in runs.checkpoint_files(ckdir.parent)[max(1, keep_last):]:
         if p.name != latest:
             p.unlink(missing_ok=True)
 
@@ -123,7 +109,7 @@ def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device
         return None
     for p in ckdir.glob(".step_*.tmp"):
         p.unlink(missing_ok=True)
-    candidates = [p for _, p in list_checkpoints(ckdir)]
+    candidates = [p for _, p in runs.checkpoint_files(ckdir.parent)]
     latest = (read_json(ckdir / "latest.json") or {}).get("file")
     if latest and (ckdir / latest) in candidates:
         candidates.remove(ckdir / latest)
@@ -143,20 +129,22 @@ def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device
 # ----------------------------------------------------------------------------------------------
 # Exports: G_ema as safetensors + the JSON needed to rebuild it
 
-def export_generator(run_dir: str | os.PathLike, G_ema: nn.Module, meta: dict[str, Any], *,
-                     out: str | os.PathLike | None = None) -> Path:
+def export_generator(run_dir: str | os.PathLike, G_ema: nn.Module | dict[str, torch.Tensor],
+                     meta: dict[str, Any], *, out: str | os.PathLike | None = None) -> Path:
     """Write exports/generator.safetensors (parameters and buffers, e.g. w_avg) + generator.json.
 
-    `meta` must hold "family" and "kwargs" (the Generator constructor arguments); class names, res,
-    step and kimg are useful extras. `out` writes the same two files to another directory instead
-    (export_best). Returns the export directory.
+    `G_ema`: the module, or its tensors (a family's export()). `meta` must hold "family" and what
+    rebuilds the model: "kwargs" (the StyleGAN2 Generator's constructor arguments) or, for a family
+    module, what its `from_export` reads; class names, res, step and kimg are useful extras. `out` writes
+    the same two files to another directory instead (export_best). Returns the export directory.
     """
     from safetensors.torch import save_file
 
     out = Path(out) if out is not None else Path(run_dir) / "exports"
     out.mkdir(parents=True, exist_ok=True)
     # clone: safetensors refuses tensors that share storage
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in G_ema.state_dict().items()}
+    sd = G_ema if isinstance(G_ema, dict) else G_ema.state_dict()
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}
     fd, tmp = tempfile.mkstemp(dir=out, prefix=".generator.", suffix=".tmp")
     os.close(fd)
     try:
@@ -174,7 +162,7 @@ def export_generator(run_dir: str | os.PathLike, G_ema: nn.Module, meta: dict[st
 BEST_DIR = "best"  # exports/best/: the best G_ema by the periodic held-out FID (spec 4.3 cgan_best_model.pt)
 
 
-def export_best(run_dir: str | os.PathLike, G_ema: nn.Module, meta: dict[str, Any], best: dict[str, Any]) -> Path:
+def export_best(run_dir: str | os.PathLike, G_ema: nn.Module | dict[str, torch.Tensor], meta: dict[str, Any], best: dict[str, Any]) -> Path:
     """Write exports/best/ = the export's two files + best.json ({"step", "kimg", "metric", "score", "n"
     ...}), whole or not at all: built in a temp directory beside it, then renamed into place (the old
     one steps aside first, since rename cannot replace a non-empty directory). Returns exports/best."""
@@ -206,7 +194,9 @@ def load_generator_export(path: str | os.PathLike, device: str | torch.device = 
                           ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild G_ema from an export directory (or a run directory holding exports/).
 
-    Returns (generator in eval mode on `device`, meta dict from generator.json).
+    Returns (generator in eval mode on `device`, meta dict from generator.json). A family with a
+    family module (engine.families.MODULES, e.g. ddpm) comes back as an engine.families.FamilyGenerator
+    (.res, .num_classes, .sample(classes, seeds, **sampler options)).
     """
     from safetensors.torch import load_file
 
@@ -219,8 +209,15 @@ def load_generator_export(path: str | os.PathLike, device: str | torch.device = 
                                 "generator.safetensors (written when a run finishes)")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     family = meta.get("family", "stylegan2")
+    from engine import families
+
+    if family in families.MODULES:
+        fam = families.get(family).from_export(load_file(str(d / "generator.safetensors"), device="cpu"),
+                                               meta, device=device)
+        return families.FamilyGenerator(fam).eval().requires_grad_(False), meta
     if family != "stylegan2":
-        raise ValueError(f"export family {family!r} is not supported yet (supported: stylegan2)")
+        raise ValueError(f"export family {family!r} is not supported yet (supported: stylegan2, "
+                         f"{', '.join(families.MODULES)})")
     from engine.models.stylegan2 import Generator
 
     G = Generator(**meta["kwargs"])

@@ -18,15 +18,23 @@ from engine.config import ConfigError, TrainConfig
 DEMO_PER_CLASS = 200  # histosynth patches per class when the demo set is prepared on demand
 
 
-def load_training_data(cfg: TrainConfig):
-    """The prepared data set named by cfg.data; the histosynth demo at cfg.res when cfg.data is empty
-    (prepared on demand; cfg.data is then set to its directory so config.json names it)."""
-    from engine.data.dataset import ensure_demo, load_prepared
+def training_data_dir(cfg: TrainConfig) -> str:
+    """cfg.data, or when it is empty the histosynth demo at cfg.res, prepared on demand: the value of
+    `data` the trainer records in config.json (engine.train.loop resolves it once, into a copy)."""
+    if cfg.data:
+        return cfg.data
+    from engine.data.dataset import ensure_demo
 
-    if not cfg.data:  # histosynth renders 32-256 px; other sizes are resized by Batches
-        size = min(max(cfg.res, 32), 256)
-        cfg.data = str(ensure_demo(size=size, per_class=DEMO_PER_CLASS, seed=0))
-    path = Path(cfg.data)
+    size = min(max(cfg.res, 32), 256)  # histosynth renders 32-256 px; other sizes are resized by Batches
+    return str(ensure_demo(size=size, per_class=DEMO_PER_CLASS, seed=0))
+
+
+def load_training_data(cfg: TrainConfig):
+    """The prepared data set named by cfg.data (empty: the histosynth demo, training_data_dir).
+    The config is read, never changed."""
+    from engine.data.dataset import load_prepared
+
+    path = Path(training_data_dir(cfg))
     if not (path / "dataset.json").is_file():
         raise ConfigError(f"config field 'data': {path} is not a prepared data set (no dataset.json); "
                           f"make one with `python -m engine prepare --out {path}` or leave it empty "

@@ -1,4 +1,5 @@
-"""What a training process tells the rest of the lab: metrics_gan.csv, status.json, events.jsonl.
+"""What a training process tells the rest of the lab: metrics_gan.csv (+ TensorBoard events), events.jsonl
+(status.json: engine.jobs.core.StatusWriter).
 
 Everything here is written by rank 0 only and read by the UI while the run is alive, so every write
 is either an fsync'ed append of whole lines (CSV, events) or an atomic replace (status).
@@ -10,21 +11,18 @@ import io
 import json
 import math
 import os
-import socket
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from engine.utils import atomic_write_json, atomic_write_text
+from engine.utils import atomic_write_text
 
 # DESIGN "Run directory": exactly these columns, in this order; extras go after them.
 CSV_COLUMNS = ("epoch", "step", "kimg", "d_loss", "g_loss", "real_mu", "real_min", "real_max",
                "fake_mu", "fake_min", "fake_max", "ada_p", "acc", "acc_ema", "alpha", "r1", "lr_g",
                "lr_d", "img_per_s", "time_s")
-STATES = ("queued", "running", "stopping", "stopped", "finished", "failed")
 
 
 def now_iso() -> str:
@@ -40,10 +38,69 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-class MetricsCSV:
-    """Append-only metrics file: header once, one row per log interval, flushed and fsync'ed per row."""
+# TensorBoard tag groups: the tag is "<group>/<CSV column>" (one name per idea: the last part is the
+# column). A column not listed here (a family's own extra) goes under "metrics/".
+TB_GROUPS = {
+    "loss": ("d_loss", "g_loss", "r1", "g_total", "g_fm", "g_perc", "g_stats", "g_sat", "g_div", "pl",
+             "pl_mean", "d_real", "d_fake", "loss", "loss_q1", "loss_q2", "loss_q3", "loss_q4"),
+    "pixels": ("real_mu", "real_min", "real_max", "fake_mu", "fake_min", "fake_max", "fake_abs"),
+    "ada": ("ada_p", "acc", "acc_ema"),
+    "domain": ("alpha", "perceptual_scale"),
+    "lr": ("lr_g", "lr_d", "lr"),
+    "grad": ("d_gnorm", "g_gnorm", "grad_norm"),
+    "speed": ("img_per_s", "time_s"),
+    "progress": ("epoch", "step", "kimg", "watchdog_events"),
+}
+_TB_TAG = {col: f"{group}/{col}" for group, cols in TB_GROUPS.items() for col in cols}
 
-    def __init__(self, path: str | os.PathLike, extras: tuple[str, ...] = ()):
+
+def tb_tag(column: str) -> str:
+    """The TensorBoard scalar tag of a CSV column."""
+    return _TB_TAG.get(column, f"metrics/{column}")
+
+
+def _number(v: Any) -> float | None:
+    """A CSV cell as a TensorBoard scalar: None for what is empty in the CSV (None / NaN / text)."""
+    if v is None or isinstance(v, str):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def config_markdown(config: dict[str, Any]) -> str:
+    """The resolved config as TensorBoard text: JSON in a fenced code block (the text plugin renders it)."""
+    return "```json\n" + json.dumps(config, indent=2, sort_keys=True, default=str) + "\n```"
+
+
+def _tensorboard_writer(log_dir: Path, purge_step: int | None):
+    """A SummaryWriter, or None with one warning line when the tensorboard package is missing: the CSV
+    is the contract, TensorBoard a convenience, so its absence never stops a run."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:  # torch raises ImportError when the tensorboard package is absent
+        print(f"warning: TensorBoard events off ({e}); the curves are in {log_dir}/metrics_*.csv only",
+              flush=True)
+        return None
+    # flush_secs: a backstop; write() flushes per row so a live run's curves show at once.
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step, flush_secs=5)
+
+
+class MetricsCSV:
+    """Append-only metrics file: header once, one row per log interval, flushed and fsync'ed per row.
+
+    With `tensorboard=True` every row also goes to TensorBoard event files beside the CSV (each numeric
+    column one scalar tag, `tb_tag`, at global step = the row's step; empty cells skipped), and
+    `config` (the resolved config) once as the text summary "config" when the writer opens. A resumed
+    run passes `purge_step` = checkpoint step + 1: TensorBoard then drops the events the killed session
+    wrote after the checkpoint, as `truncate_csv` drops those rows, so the curves are never doubled.
+    Call `close()` at the end (it flushes and closes the event file).
+    """
+
+    def __init__(self, path: str | os.PathLike, extras: tuple[str, ...] = (), *, tensorboard: bool = False,
+                 config: dict[str, Any] | None = None, purge_step: int | None = None):
         self.path = Path(path)
         self.columns = CSV_COLUMNS + tuple(c for c in extras if c not in CSV_COLUMNS)
         if self.path.exists() and self.path.stat().st_size > 0:
@@ -54,6 +111,10 @@ class MetricsCSV:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.path, ",".join(self.columns) + "\n")
+        self.tb = _tensorboard_writer(self.path.parent, purge_step) if tensorboard else None
+        if self.tb is not None and config is not None:
+            self.tb.add_text("config", config_markdown(config), global_step=purge_step or 0)
+            self.tb.flush()
 
     def write(self, row: dict[str, Any]) -> None:
         line = ",".join(_fmt(row.get(c)) for c in self.columns) + "\n"
@@ -61,6 +122,24 @@ class MetricsCSV:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+        if self.tb is not None:
+            step = _number(row.get("step"))
+            for c in self.columns:  # the CSV's columns only: TB shows what the CSV holds, no more
+                v = _number(row.get(c))
+                if v is not None:
+                    self.tb.add_scalar(tb_tag(c), v, global_step=int(step or 0))
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+    def __enter__(self) -> "MetricsCSV":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def truncate_csv(path: str | os.PathLike, max_step: int) -> int:
@@ -97,55 +176,7 @@ def read_csv_rows(path: str | os.PathLike) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-class StatusWriter:
-    """status.json of a run: state, process identity (pid, pgid, create_time) and a heartbeat.
-
-    Times (started_at, heartbeat_at) are Unix seconds, as engine.jobs reads them.
-
-    A reader decides a run is alive when the pid exists with the same create_time (guards against
-    PID reuse) and the heartbeat is fresh. `heartbeat` rewrites the file at most once per `every_s`.
-    """
-
-    def __init__(self, run_dir: str | os.PathLike, *, enabled: bool = True, every_s: float = 1.0,
-                 device: str = ""):
-        self.path = Path(run_dir) / "status.json"
-        self.enabled = enabled
-        self.every_s = every_s
-        self._last = 0.0
-        pid = os.getpid()
-        try:
-            import psutil
-
-            create_time = psutil.Process(pid).create_time()
-        except Exception:  # psutil missing or restricted: the pid alone still helps
-            create_time = None
-        self.data: dict[str, Any] = {"state": "running", "pid": pid, "pgid": os.getpgid(pid),
-                                     "create_time": create_time, "step": 0, "kimg": 0.0,
-                                     "started_at": time.time(), "heartbeat_at": time.time(),
-                                     "message": "",
-                                     # where the run's img/s was measured (engine.jobs.estimate uses only
-                                     # this machine's runs; runs roots may be shared between machines)
-                                     "host": socket.gethostname(), "device": device}
-
-    def set(self, state: str | None = None, *, message: str | None = None, step: int | None = None,
-            kimg: float | None = None) -> None:
-        if state is not None:
-            assert state in STATES, state
-            self.data["state"] = state
-        if message is not None:
-            self.data["message"] = message
-        if step is not None:
-            self.data["step"] = int(step)
-        if kimg is not None:
-            self.data["kimg"] = round(float(kimg), 6)
-        self.data["heartbeat_at"] = time.time()
-        self._last = time.monotonic()
-        if self.enabled:
-            atomic_write_json(self.path, self.data)
-
-    def heartbeat(self, step: int, kimg: float) -> None:
-        if time.monotonic() - self._last >= self.every_s:
-            self.set(step=step, kimg=kimg)
+# status.json is written by engine.jobs.core.StatusWriter (one writer for every kind of job).
 
 
 def log_event(run_dir: str | os.PathLike, event: dict[str, Any], *, enabled: bool = True) -> None:

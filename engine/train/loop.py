@@ -1,4 +1,5 @@
-"""`python -m engine train`: the conditional StyleGAN2-lite training loop.
+"""`python -m engine train`: the conditional StyleGAN2-lite training loop (the other families, ddpm, dcgan
+and mlp_gan, run the shared family loop, engine.train.family_loop, from `train`).
 
 Read top to bottom: config -> run directory -> data -> models and optimisers -> (resume) -> steps
 (D step, G step, G_ema, controllers, CSV rows, grids, checkpoints, stop) -> finish. The models,
@@ -14,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -22,13 +24,16 @@ import numpy as np
 import torch
 
 from engine import config as C
+from engine import runs
 from engine.config import ConfigError, TrainConfig
+from engine.jobs.core import StatusWriter, new_id
 from engine.train import dist, schedule
 from engine.train.checkpoint import BEST_DIR, export_best, export_generator, load_checkpoint, save_checkpoint
-from engine.train.data import Batches, load_training_data
+from engine.train.data import Batches, load_training_data, training_data_dir
 from engine.train.grid import save_grid
-from engine.train.logging import MetricsCSV, Stats, StatusWriter, log_event, truncate_csv
+from engine.train.logging import MetricsCSV, Stats, log_event, truncate_csv
 from engine.train.step import GanTrainer, resolve_amp
+from engine.utils import pick_device
 
 
 # ----------------------------------------------------------------------------------------------
@@ -45,6 +50,7 @@ def parse_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
     p.add_argument("--stop-after", type=int, default=0, metavar="STEPS",
                    help="stop like a stop request after this many steps of this invocation")
     C.add_arguments(p, TrainConfig)
+    C.add_section_arguments(p)  # the family sections' fields (--channels ... for ddpm)
     args = p.parse_args(argv)
     base: dict = {}
     if args.resume:
@@ -63,6 +69,10 @@ def parse_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
         saved, cfg = C.from_dict(TrainConfig, base), C.from_args(TrainConfig, args, base)
         changed = [f.name for f in dataclasses.fields(cfg) if f.name not in C.RESUMABLE_FIELDS
                    and getattr(cfg, f.name) != getattr(saved, f.name)]
+        # a family section names its own changed fields (ddpm.channels)
+        changed = [n for c in changed for n in (
+            [f"{c}.{k}" for k in getattr(cfg, c) if getattr(cfg, c).get(k) != getattr(saved, c).get(k)]
+            if c in C.FAMILY_SECTIONS and isinstance(getattr(saved, c), dict) and getattr(saved, c) else [c])]
         if changed:
             raise ConfigError(f"config field(s) {', '.join(changed)} cannot change on --resume; only "
                               f"{', '.join(C.RESUMABLE_FIELDS)} can")
@@ -74,17 +84,17 @@ def parse_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
 
 def resolve(cfg: TrainConfig) -> tuple[torch.device, torch.dtype | None]:
     """Device and autocast dtype; GPU-only choices fail here, before anything is written."""
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config field 'device' is 'cuda' but no GPU is visible; use auto or cpu")
-    device = torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"config field 'device' is {cfg.device!r} but no GPU is visible; use auto or cpu")
+    device = torch.device(pick_device(cfg.device))  # the one device rule: engine.config.DEVICE_PATTERN
     return device, resolve_amp(cfg.amp, device)
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
-    from engine.jobs import new_run_id
-
     from engine.utils import runs_root
-    return runs_root() / new_run_id(cfg.family, cfg.res)
+
+    # the id maker of every job (claims the directory: two runs started in one second get two)
+    return runs_root() / new_id(runs_root(), f"{cfg.family}-{cfg.res}px")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,7 +150,9 @@ class BestModel:
         found = read_json(run_dir / "exports" / BEST_DIR / "best.json") if resume else None
         self.best = found if isinstance(found, dict) and isinstance(found.get("score"), (int, float)) else None
 
-    def update(self, G_ema, meta: dict, step: int) -> None:
+    def update(self, G_ema, meta: dict, step: int, weights: dict | None = None) -> None:
+        """Score G_ema (a generator, or a family's engine.families.FamilyGenerator) and keep it when best;
+        `weights`: the tensors to export instead of G_ema's state_dict (a family's export())."""
         if not self.on:
             return
         try:
@@ -166,12 +178,19 @@ class BestModel:
                 "score": score, "n": int(r.get("n", 0)), "n_real": int(r.get("n_real", 0)),
                 "real_split": "eval", "eval_disjoint": bool(getattr(self.data, "eval_disjoint", False)),
                 "features": getattr(self.scorer, "desc", {}) or {}, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        export_best(self.run_dir, G_ema, meta, info)
+        export_best(self.run_dir, G_ema if weights is None else weights, meta, info)
         self.best = info
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int:
-    """Run (or continue) training as configured; returns 0. Rank 0 writes the run directory."""
+    """Run (or continue) training as configured; returns 0. Rank 0 writes the run directory.
+    A family with a family module (engine.families.MODULES: ddpm) runs the shared family loop."""
+    from engine import families
+
+    if cfg.family in families.MODULES:
+        from engine.train.family_loop import train_family
+
+        return train_family(cfg, resume=resume, stop_after=stop_after)
     device, amp_dtype = resolve(cfg)
     info = dist.init(device.type)
     if info.enabled and device.type == "cuda":
@@ -185,7 +204,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
 
     # --- run directory (config.json is written once the data and models are known to be valid)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
-    cfg.run_dir = str(run_dir)
     if not resume and (run_dir / "config.json").exists():
         raise ConfigError(f"config field 'run_dir': {run_dir} already holds a run; continue it with "
                           f"--resume {run_dir} or choose another run dir")
@@ -194,15 +212,23 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             (run_dir / "stop").unlink(missing_ok=True)  # the stop that ended the previous session
-    status = StatusWriter(run_dir, enabled=main, device=device.type)
+    # started_at: this session's start (the ETA); host + device: engine.jobs.estimate uses only this
+    # machine's runs (runs roots may be shared between machines)
+    status = StatusWriter(run_dir / runs.STATUS, enabled=main,
+                          started_at=time.time(), step=0, kimg=0.0, message="", host=socket.gethostname(),
+                          device=device.type)
     stop = StopRequest(run_dir)
     try:
         status.set("running", message="starting")
         if device.type == "cuda" and not info.enabled:  # one run per GPU: wait as `queued` (engine.jobs)
-            from engine.jobs import acquire_gpu
+            from engine.jobs.gpu import acquire_gpu
             if not acquire_gpu(run_dir, status, stop):
                 status.set("stopped", message="stopped while queued for the GPU")
                 return 0
+        # --- the config this run records (config.json): the launched one with the two values left to run
+        # time filled in (run_dir; data, the demo set prepared here when empty), resolved once into a copy
+        # that nothing changes afterwards (the caller's object and launch.json stay as they were)
+        cfg = C.replaced(cfg, run_dir=str(run_dir), data=training_data_dir(cfg))
         # --- data, models, optimisers, controllers
         data = load_training_data(cfg)
         batches = Batches(data, cfg, rank=info.rank, world_size=info.world_size, device=device)
@@ -229,7 +255,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
         if main:
             C.save(cfg, run_dir / "config.json")
             truncate_csv(run_dir / "metrics_gan.csv", step)  # rows after the checkpoint happen again
-        csv = MetricsCSV(run_dir / "metrics_gan.csv", extras=T.EXTRAS) if main else None
+        # TensorBoard beside the CSV; a resume purges the events after the checkpoint as truncate_csv does
+        csv = MetricsCSV(run_dir / "metrics_gan.csv", extras=T.EXTRAS, tensorboard=cfg.tensorboard,
+                         config=C.to_dict(cfg), purge_step=step + 1 if resume else None) if main else None
         best = BestModel(cfg, data, device, run_dir, enabled=main, resume=resume)
         total_steps = T.total_steps
         print(f"training {cfg.family} {cfg.res}px, {len(data.class_names)} classes, batch {cfg.batch} "
@@ -253,7 +281,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
                 best.update(T.G_ema, meta, step)  # after the checkpoint: a failure here loses nothing
 
         if main and step == 0:
-            save_grid(T.G_ema, run_dir / "samples" / f"step_{step:08d}.png", T.num_classes,
+            save_grid(T.G_ema, runs.grid_path(run_dir, step), T.num_classes,
                       cfg.grid_per_class, seed=cfg.seed)
         status.set("running", message="", step=step, kimg=step * cfg.batch / 1000)
         start_step, t_row, n_row = step, time.perf_counter(), step
@@ -287,13 +315,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
                           f"g {row.get('g_loss', 0):.4f}  acc {row.get('acc', 0):.3f}  "
                           f"p {T.ada.p:.3f}  {row['img_per_s']:.1f} img/s", flush=True)
             if main and (every(grid_kimg) or step == total_steps):
-                save_grid(T.G_ema, run_dir / "samples" / f"step_{step:08d}.png", T.num_classes,
+                save_grid(T.G_ema, runs.grid_path(run_dir, step), T.num_classes,
                           cfg.grid_per_class, seed=cfg.seed)
             if want_stop and step < total_steps:
                 status.set("stopping", message="saving a checkpoint", step=step, kimg=kimg)
             if every(cfg.snap_kimg) or step == total_steps or want_stop:
                 snapshot()
-            status.heartbeat(step, kimg)
+            status.heartbeat(step=step, kimg=kimg)
             if want_stop and step < total_steps:
                 stopping = True
                 break
@@ -313,6 +341,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
         stop.restore()
         if "batches" in locals():
             batches.close()
+        if locals().get("csv") is not None:
+            csv.close()  # flushes and closes the TensorBoard event file
         dist.cleanup()
 
 
@@ -321,8 +351,7 @@ def main(argv: list[str]) -> int:
     if args.dry_run:
         print(json.dumps(C.to_dict(cfg), indent=2))
         return 0
-    resolve(cfg)  # GPU-only values fail before anything is written
-    return train(cfg, resume=bool(args.resume), stop_after=args.stop_after)
+    return train(cfg, resume=bool(args.resume), stop_after=args.stop_after)  # it resolves the device first
 
 
 if __name__ == "__main__":

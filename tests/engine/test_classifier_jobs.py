@@ -6,8 +6,8 @@ import time
 import pytest
 
 from engine.config import PrepareConfig
-from engine.data import jobs as data_jobs
-from engine.metrics import classifier_jobs as CJ
+from engine.jobs import prepare as data_jobs
+from engine.jobs import classifier as CJ
 from engine.metrics.classifier import main
 from engine.utils import atomic_write_json, data_root
 from tests.engine.test_classifier import make_prepared

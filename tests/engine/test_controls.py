@@ -24,7 +24,8 @@ def test_gate_switches_on_only_after_dwell():
 
 
 def test_gate_defaults_approximate_the_former_per_update_rule():
-    # before issue 10: tau 0.05 and dalpha 0.01 per update of 4 steps, dwell 50 updates
+    # the stylegan2 defaults keep the per-update rule (tau 0.05, dalpha 0.01 per 4-step update, dwell 50
+    # updates) now that the gate counts steps, so runs of that preset keep their curves
     gate = AlphaGate()
     assert (1 - gate.k) ** 4 == pytest.approx(0.95, abs=1e-4) and 4 * gate.dalpha == 0.01
     assert gate.dwell == 200

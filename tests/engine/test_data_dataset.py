@@ -7,7 +7,8 @@ import torch
 
 from engine.config import ConfigError, PrepareConfig
 from engine.data.dataset import (BalancedClassSampler, PatchDataset, default_demo_dir, ensure_demo,
-                                 load_prepared, real_tiles, run_data_dir, uint8_to_float)
+                                 load_prepared, real_tiles, uint8_to_float)
+from engine.runs import data_dir as run_data_dir
 from engine.data.prepare import prepare
 
 

@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from engine.config import ConfigError, PrepareConfig
-from engine.data import jobs as J
+from engine.jobs import prepare as J
 from engine.data.dataset import load_prepared
 from engine.utils import data_root
 from tests.waiting import wait_for

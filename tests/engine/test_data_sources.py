@@ -9,7 +9,8 @@ from PIL import Image
 from engine.config import ConfigError, PrepareConfig
 from engine.data.dataset import load_prepared
 from engine.data.prepare import prepare
-from engine.data.sources import NCT_CLASSES, Reject, class_order, folder_source, open_source, read_image, to_rgb8
+from engine.data.classes import NCT_CLASSES
+from engine.data.sources import Reject, class_order, folder_source, open_source, read_image, to_rgb8
 
 
 def texture(h, w, seed=0):
@@ -181,7 +182,7 @@ def test_too_large_image_rejected_before_decoding(tmp_path, monkeypatch):
 
 def test_file_names_not_utf8_are_read_and_recorded(tmp_path):
     """Shared drives hold names in Latin-1 & co.: Python sees them as str with lone surrogates, which
-    used to crash `prepare` with UnicodeEncodeError while writing files.csv, after all the work."""
+    must not crash `prepare` with UnicodeEncodeError while writing files.csv, after all the work."""
     import csv
     import json
     import os

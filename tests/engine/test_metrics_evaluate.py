@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from engine.config import ConfigError, PrepareConfig
-from engine.metrics import jobs as J
+from engine.jobs import eval as J
+from engine.jobs.core import StatusWriter
 from engine.metrics import registry
-from engine.metrics.evaluate import EvalConfig, evaluate, main
+from engine.config import EvalConfig
+from engine.metrics.evaluate import evaluate, main
 from engine.metrics.report import history_table, list_reports, load_arrays, per_class_table
 
 
@@ -46,7 +48,7 @@ def test_tiny_end_to_end_report(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no LPIPS weights here: reported, not fatal
     run_dir, data_dir = tiny_eval_setup()
     cfg = EvalConfig(run_dir=str(run_dir), data=str(data_dir), metrics="fid,kid,pr,is,lpips,memorisation,stain",
-                     per_class=True, n=18, kid_subsets=3, lpips_pairs=3, batch=16, device="cpu")
+                     by_class=True, n=18, kid_subsets=3, lpips_pairs=3, batch=16, device="cpu")
     report, path = evaluate(cfg)
     assert path.parent == run_dir / "eval" and path.is_file()
     on_disk = json.loads(path.read_text())
@@ -89,7 +91,7 @@ def test_cli_missing_classifier_names_the_command(tmp_path, capsys):
     assert report["state"] == "finished" and len(history_table(list_reports(run_dir))) == 1
     assert "python -m engine train-classifier" in report["metrics"]["fid"]["error"]
     assert "H" in report["metrics"]["stain"] and "unavailable" in out.out
-    assert report["config"]["per_class"] is True and len(report["metrics"]["stain"]["per_class"]) == 9
+    assert report["config"]["by_class"] is True and len(report["metrics"]["stain"]["per_class"]) == 9
     assert main(["--run-dir", str(tmp_path / "none"), "--n", "9"]) == 2
 
 
@@ -101,7 +103,7 @@ def test_job_status_of_a_dead_process_is_failed(tmp_path):
     with pytest.raises(ConfigError, match="config field 'metrics'"):
         J.start_eval("r1", {"metrics": "nope"})  # validated before any process starts
     assert not list((run / "eval" / "jobs").iterdir())
-    st = J.JobStatus(run / "eval" / "jobs" / "20250101-000000.json")
+    st = StatusWriter(run / "eval" / "jobs" / "20250101-000000.json")
     st.set("running", force=True, progress=0.5, message="fid")
     assert J.eval_status("r1", "20250101-000000")["alive"] is True  # the writer is this (live) process
     assert J.active_eval("r1")["job"] == "20250101-000000"
@@ -140,7 +142,7 @@ def test_background_job_can_be_stopped():
 
 def test_cli_missing_classifier_trains_it_first(capsys):
     """Default: a missing `domain` classifier is trained before the metrics (one line says so, tqdm shows
-    progress), so the report has numbers; the old code reported every feature metric unavailable."""
+    progress), so the report has numbers rather than every feature metric unavailable."""
     run_dir, data_dir = tiny_eval_setup(per_class=4)
     (data_dir / "classifier.pt").unlink()
     rc = main(["--run-dir", str(run_dir), "--data", str(data_dir), "--metrics", "fid,kid", "--n", "9",
@@ -157,7 +159,7 @@ def test_cli_missing_classifier_trains_it_first(capsys):
 
 def test_every_metric_failed_report_and_job_are_failed(capsys):
     """A report with no result in it is marked failed, left out of the history, and its job ends failed
-    with the error once (the old code said `finished` and plotted the empty report)."""
+    with the error once (an empty report called `finished` would be plotted as a result)."""
     from engine.metrics.report import failed_reason, report_state
 
     run_dir, data_dir = tiny_eval_setup(per_class=4)
@@ -183,7 +185,7 @@ def test_evaluate_waits_for_the_classifier_job_instead_of_training_twice(monkeyp
     import os
     import threading
 
-    from engine.data import jobs as data_jobs
+    from engine.jobs import prepare as data_jobs
     from engine.metrics import classifier as C
     from engine.utils import atomic_write_json
 

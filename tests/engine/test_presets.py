@@ -1,4 +1,4 @@
-"""Presets (issue 10): preset <- --config file <- flags, the record in config.json, --dry-run, and the
+"""Presets: preset <- --config file <- flags, the record in config.json, --dry-run, and the
 default preset by device."""
 import json
 

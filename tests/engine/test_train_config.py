@@ -25,7 +25,7 @@ def test_defaults_are_valid_and_documented():
     ("res", 48, "one of: 8, 16, 32, 64, 128, 256"),
     ("res", 512, "one of: 8, 16, 32, 64, 128, 256"),  # the generator stops at 256 (it used to pass here)
     ("loss", "hinge", "one of: logistic, bce"),
-    ("family", "ddpm", "not implemented yet; implemented: stylegan2"),
+    ("family", "vae", "one of: stylegan2, dcgan, mlp_gan, ddpm"),  # every family runs now
     ("batch", 6, "multiple of 'mbstd_group'"),
     ("alpha_off", 0.9, "'alpha_off' (0.9) must be below 'alpha_on'"),
     ("mixing_prob", 1.5, "between 0.0 and 1.0"),
@@ -90,7 +90,7 @@ def test_labels_and_offered_values():
 def test_zero_is_refused_where_the_controllers_need_a_positive_value(field):
     # These passed validation (inclusive range 0..1) and then AlphaGate / SaturationWatchdog raised a
     # bare ValueError when the run started.
-    # alpha_tau is a time constant in steps since issue 10: no upper bound to quote
+    # alpha_tau is a time constant in steps: no upper bound to quote
     hi = "" if field == "alpha_tau" else " and at most 1.0"
     with pytest.raises(ConfigError, match=rf"'{field}' must be above 0.0{hi} \(got 0.0\)"):
         C.validate(TrainConfig(**{field: 0.0}))

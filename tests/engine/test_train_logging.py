@@ -7,7 +7,8 @@ import psutil
 import pytest
 import torch
 
-from engine.train.logging import (CSV_COLUMNS, MetricsCSV, Stats, StatusWriter, log_event, read_csv_rows,
+from engine.jobs.core import StatusWriter
+from engine.train.logging import (CSV_COLUMNS, MetricsCSV, Stats, log_event, read_csv_rows,
                                   truncate_csv)
 
 DESIGN_COLUMNS = ("epoch, step, kimg, d_loss, g_loss, real_mu, real_min, real_max, fake_mu, fake_min, "
@@ -38,7 +39,7 @@ def test_truncate_keeps_rows_up_to_step_and_drops_torn_line(tmp_path):
 
 
 def test_status_writer_fields_atomic_and_heartbeat_rate(tmp_path):
-    st = StatusWriter(tmp_path, every_s=3600)
+    st = StatusWriter(tmp_path / "status.json", every_s=3600)
     st.set("running", message="hi", step=3, kimg=0.024)
     d = json.loads((tmp_path / "status.json").read_text())
     assert {"state", "pid", "pgid", "create_time", "step", "kimg", "started_at", "heartbeat_at",

@@ -259,7 +259,8 @@ def test_changing_kimg_on_resume_keeps_the_lr_curve_continuous():
     B.load_state_dict(state)
     assert B.opt_g.param_groups[0]["lr"] == pytest.approx(before[-1])
     after = lrs(B, 140)
-    # the old code jumped to the 200-step curve: lr_g went from 4e-4 * f100(60) to 4e-4 * f200(61)
+    # a jump to the 200-step curve would take lr_g from 4e-4 * f100(60) to 4e-4 * f200(61): the bound
+    # below is what such a jump would be
     jump_old = cfg.lr_g * abs(cosine_lr(200, cfg.lr_min_frac)(61) - cosine_lr(100, cfg.lr_min_frac)(60))
     steps = [before[i + 1] - before[i] for i in range(59)]
     assert abs(after[0] - before[-1]) <= max(abs(d) for d in steps) < jump_old / 10

@@ -8,7 +8,8 @@ def test_total_steps_matches_the_issue_example():
 
 
 def test_a_short_run_gets_a_grid_every_tenth():
-    # 1 kimg at the default sample_kimg=1 used to write grids at step 0 and the last step only
+    # 1 kimg at the default sample_kimg=1 must not write grids at step 0 and the last step only: a short
+    # run's progress would be invisible
     steps = schedule.grid_steps(1.0, 16, 1.0)
     total = schedule.total_steps(1.0, 16)
     assert steps[0] == 0 and steps[-1] == total and len(steps) >= 11

@@ -47,7 +47,7 @@ def test_data_page_prepared(monkeypatch, prepared):
 
 
 def test_data_page_prepares_from_form(monkeypatch):
-    from engine.data import jobs as data_jobs
+    from engine.jobs import prepare as data_jobs
     from engine.utils import data_root
 
     at = _app(monkeypatch)
@@ -73,7 +73,7 @@ def test_data_page_prepares_from_form(monkeypatch):
     assert len(at.dataframe) >= 1
     assert int(at.dataframe[0].value.loc["total"].sum()) == 9 * 4
     # its domain classifier was queued behind the preparation (a background job of the data set)
-    from engine.metrics import classifier_jobs
+    from engine.jobs import classifier as classifier_jobs
 
     s = classifier_jobs.classifier_status(job.out)
     assert s.state in ("queued", "training", "ready") and s.job_id
@@ -81,7 +81,7 @@ def test_data_page_prepares_from_form(monkeypatch):
 
 
 def test_data_page_shows_a_failed_job(monkeypatch):
-    from engine.data import jobs as data_jobs
+    from engine.jobs import prepare as data_jobs
 
     at = _app(monkeypatch)
     at.run()
@@ -103,7 +103,7 @@ def test_data_page_classifier_missing_offers_training(monkeypatch, prepared):
     at.run()
     assert not at.exception, at.exception
     assert any(i.value.startswith("Domain classifier: missing") for i in at.info)
-    with mock.patch("engine.metrics.classifier_jobs.start_classifier", return_value="j1") as start:
+    with mock.patch("engine.jobs.classifier.start_classifier", return_value="j1") as start:
         at.button(key="clf_train").click()
         at.run()
     assert not at.exception, at.exception
@@ -114,7 +114,7 @@ def test_data_page_classifier_training_and_ready(monkeypatch, prepared):
     import os
     import time
 
-    from engine.data import jobs as data_jobs
+    from engine.jobs import prepare as data_jobs
     from engine.utils import atomic_write_json
 
     jd = data_jobs.jobs_root() / "20990101-000000-histosynth-32-classifier"
@@ -143,7 +143,7 @@ def test_data_page_classifier_training_and_ready(monkeypatch, prepared):
 def test_data_page_classifier_failed_shows_message(monkeypatch, prepared):
     import time
 
-    from engine.data import jobs as data_jobs
+    from engine.jobs import prepare as data_jobs
     from engine.utils import atomic_write_json
 
     jd = data_jobs.jobs_root() / "20990101-000000-histosynth-32-classifier"
@@ -172,8 +172,8 @@ def test_data_page_old_set_says_eval_is_inside_train(monkeypatch, prepared):
 
 
 def test_data_page_form_passes_test_source(monkeypatch):
-    from engine.data import jobs as data_jobs
-    from engine.metrics import classifier_jobs
+    from engine.jobs import prepare as data_jobs
+    from engine.jobs import classifier as classifier_jobs
 
     got = []
     monkeypatch.setattr(data_jobs, "start_prepare", lambda cfg: got.append(cfg) or "job1")

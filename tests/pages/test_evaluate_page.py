@@ -17,13 +17,14 @@ def _app(monkeypatch) -> AppTest:
 @pytest.fixture
 def evaluated(monkeypatch, tmp_path):
     """A tiny run with one real report (every metric but IS; no LPIPS weights on this machine)."""
-    from engine.metrics.evaluate import EvalConfig, evaluate
+    from engine.config import EvalConfig
+    from engine.metrics.evaluate import evaluate
     from tests.engine.test_metrics_evaluate import tiny_eval_setup
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     run_dir, data_dir = tiny_eval_setup()
     _train_on(run_dir, data_dir)
-    report, _ = evaluate(EvalConfig(run_dir=str(run_dir), data=str(data_dir), per_class=True, n=18, kid_subsets=3,
+    report, _ = evaluate(EvalConfig(run_dir=str(run_dir), data=str(data_dir), by_class=True, n=18, kid_subsets=3,
                                     metrics="fid,kid,pr,lpips,downstream,memorisation,stain,cas", lpips_pairs=3,
                                     downstream_arch="test_resnet", downstream_epochs=1, batch=16, device="cpu"))
     return run_dir, report
@@ -66,7 +67,7 @@ def test_evaluate_page_renders_a_report(monkeypatch, evaluated):
 def test_start_button_launches_a_background_job(monkeypatch, evaluated):
     run_dir, _ = evaluated
     at = _app(monkeypatch)
-    with mock.patch("engine.metrics.jobs.start_eval", return_value="20990101-000000") as start:
+    with mock.patch("engine.jobs.eval.start_eval", return_value="20990101-000000") as start:
         at.run()
         next(b for b in at.button if b.label == "Start evaluation").click()
         at.run()
@@ -75,18 +76,18 @@ def test_start_button_launches_a_background_job(monkeypatch, evaluated):
     rid, opts = start.call_args.args
     assert rid == run_dir.name
     assert opts["metrics"] == "fid,kid,pr" and opts["features"] == "domain" and opts["n"] == 2000
-    assert opts["per_class"] is True and "step" not in opts  # "latest" checkpoint by default
+    assert opts["by_class"] is True and "step" not in opts  # "latest" checkpoint by default
     assert opts["real_split"] == "eval"  # the held-out split by default
     # a phrase a researcher reads, with the one name of the field (config key, CLI flag, report key) beside it
     assert "generated patches · n" in [w.label for w in at.number_input]
-    assert "per-class metrics too · per_class" in [w.label for w in at.checkbox]
+    assert "per-class metrics too · by_class" in [w.label for w in at.checkbox]
 
 
 def test_running_job_shows_progress(monkeypatch, evaluated):
-    from engine.metrics.jobs import JobStatus
+    from engine.jobs.core import StatusWriter
 
     run_dir, _ = evaluated
-    JobStatus(run_dir / "eval" / "jobs" / "20990101-000000.json").set("running", force=True, progress=0.4,
+    StatusWriter(run_dir / "eval" / "jobs" / "20990101-000000.json").set("running", force=True, progress=0.4,
                                                                       message="kid (2/3)")
     at = _app(monkeypatch)
     at.run()
@@ -122,7 +123,7 @@ def test_form_blocked_without_classifier_offers_training(monkeypatch, evaluated)
     assert not at.exception, at.exception
     assert any("Cannot start an evaluation yet" in w.value and "classifier" in w.value for w in at.warning)
     assert next(b for b in at.button if b.label == "Start evaluation").disabled
-    with mock.patch("engine.metrics.classifier_jobs.start_classifier", return_value="j1") as start:
+    with mock.patch("engine.jobs.classifier.start_classifier", return_value="j1") as start:
         at.button(key="eval_train_classifier").click()
         at.run()
     assert not at.exception, at.exception
@@ -137,7 +138,7 @@ def test_form_shows_classifier_training_progress(monkeypatch, evaluated):
     import os
     import time
 
-    from engine.data import jobs as data_jobs
+    from engine.jobs import prepare as data_jobs
     from engine.utils import atomic_write_json
 
     run_dir, _ = evaluated
@@ -222,12 +223,12 @@ def test_new_report_is_selected_when_it_appears(monkeypatch, evaluated):
 def test_running_first_job_progress_percent_eta_and_no_empty_text(monkeypatch):
     import time
 
-    from engine.metrics.jobs import JobStatus
+    from engine.jobs.core import StatusWriter
     from engine.utils import runs_root
     from tests.fixtures_runs import make_tiny_run
 
     run_dir = make_tiny_run(runs_root())
-    st = JobStatus(run_dir / "eval" / "jobs" / "20990101-000000.json")
+    st = StatusWriter(run_dir / "eval" / "jobs" / "20990101-000000.json")
     st.set("running", force=True, progress=0.25, message="fid (1/3)", started_at=time.time() - 60)
     at = _app(monkeypatch)
     at.run()
@@ -269,9 +270,9 @@ def test_start_form_can_pick_the_best_model(monkeypatch, evaluated):
     G, meta = sampling.load_generator(run_dir, step=4)
     export_best(run_dir, G, dict(meta, step=4), {"step": 4, "metric": "fid_domain", "score": 7.0, "n": 18})
     at = _app(monkeypatch)
-    with mock.patch("engine.metrics.jobs.start_eval", return_value="20990101-000000") as start:
+    with mock.patch("engine.jobs.eval.start_eval", return_value="20990101-000000") as start:
         at.run()
-        ck = next(s for s in at.selectbox if s.label == "checkpoint")
+        ck = next(s for s in at.selectbox if s.label == "checkpoint step · step")
         assert "best (step 4, FID 7)" in ck.options
         ck.set_value("best (step 4, FID 7)")
         next(b for b in at.button if b.label == "Start evaluation").click()

@@ -81,7 +81,7 @@ def test_pages_end_with_a_next_step(monkeypatch, prepared, page, target):
 def test_first_start_prepares_the_demo_set_at_the_demo_settings(monkeypatch):
     """HISTOGEN_AUTO_DEMO on: the first run makes the demo set at HISTOGEN_DEMO_SIZE / _PER_CLASS (the
     browser test's small one) and queues its classifier (recorded here, not trained)."""
-    from engine.metrics import classifier_jobs
+    from engine.jobs import classifier as classifier_jobs
     from engine.utils import data_root, read_json
 
     queued = []

@@ -52,7 +52,7 @@ def test_samples_page_tiny_run(monkeypatch):
 
 
 def test_samples_page_seeds_decide_the_columns(monkeypatch):
-    """`0-5` gives 6 columns; it used to be padded to the per_class default of 8."""
+    """`0-5` gives 6 columns, not padded to the per_class default of 8 (seeds the user did not ask for)."""
     make_tiny_run(runs_root())
     at = _page(monkeypatch).run()
     at.text_input[0].set_value("0-5")

@@ -1,8 +1,9 @@
 """The domain classifier of a data set as a background job, and its state for the pages.
 
 Training it is `python -m engine train-classifier --data DIR --progress-file ...` run as a job of kind
-"classifier" in the data sets' job layer (engine.data.jobs: <data root>/.jobs/<job>/ with status.json,
-progress.json, log.txt, stop), so the Data page follows it like a preparation and the app stays usable.
+"classifier" beside the data set's preparations (engine.jobs.prepare: <data root>/.jobs/<job>/ with
+status.json, progress.json, log.txt, stop), so the Data page follows it like a preparation and the app
+stays usable.
 A preparation started from the app queues one behind it (`--after-job`: the job waits for the
 preparation to finish, then trains); the app's first start queues one for the demo set.
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import ConfigError
-from engine.data import jobs as data_jobs
+from engine.jobs import prepare as data_jobs
 from engine.utils import read_json
 
 KIND = "classifier"
@@ -69,7 +70,7 @@ def classifier_status(data_dir: str | Path) -> ClassifierStatus:
     base = dict(data_dir=str(data_dir), path=str(path))
     if active:
         training = active.state == "running" and active.total > 0
-        pr = read_json(data_jobs.job_dir(active.job_id) / "progress.json", {}) or {}
+        pr = active.raw or {}  # the job's own record over the launcher's
         return ClassifierStatus(**base, state="training" if training else "queued", done=active.done,
                                 total=active.total, message=active.message, job_id=active.job_id,
                                 started_at=float(pr.get("train_started_at") or active.started_at))
@@ -127,13 +128,10 @@ def start_classifier(data_dir: str | Path, after_job: str | None = None, **optio
         raise FileNotFoundError(f"{data_dir} is not a prepared data set (no dataset.json); prepare it first")
     opts = {"threads": default_threads(), **options}
 
-    def args(d: Path) -> list[str]:
-        a = [f"--data={data_dir}", f"--progress-file={d / 'progress.json'}"]
-        a += [f"{flag(k)}={v}" for k, v in opts.items() if v is not None]
-        return a + ([f"--after-job={after_job}"] if after_job else [])
-
-    return data_jobs.start_job(KIND, "train-classifier", args, data_dir, suffix="-classifier",
-                               source=f"classifier of {data_dir.name}")
+    args = [f"--data={data_dir}", "--progress-file={progress}"]
+    args += [f"{flag(k)}={v}" for k, v in opts.items() if v is not None]
+    args += [f"--after-job={after_job}"] if after_job else []
+    return data_jobs.start_job(KIND, args, data_dir, suffix="-classifier", source=f"classifier of {data_dir.name}")
 
 
 def ensure_classifier(data_dir: str | Path, after_job: str | None = None) -> str | None:
