@@ -8,14 +8,13 @@ import time
 
 import streamlit as st
 
-import ui_cache
-import ui_nav
 from engine import access
 from engine.utils import data_root, device_label, runs_root
+from ui import frame
 
 # A local PNG: a `:material/...:` page icon makes the browser fetch the favicon from fonts.gstatic.com
 # (an emoji one from a CDN), and the lab makes no request to any host but its own.
-st.set_page_config(page_title="HistoGen Lab", page_icon=str(ui_nav.FAVICON), layout="wide")
+st.set_page_config(page_title="HistoGen Lab", page_icon=str(frame.FAVICON), layout="wide")
 
 
 @st.cache_resource(show_spinner=False)
@@ -30,7 +29,7 @@ def _device() -> str:
 
 
 @st.cache_resource(show_spinner="Preparing the built-in demo data set (histosynth)...")
-def _ensure_demo(root: str, demo: ui_nav.DemoSettings) -> str:
+def _ensure_demo(root: str, demo: frame.DemoSettings) -> str:
     # The lab must do its main job on a fresh machine with no download: the first start makes the
     # synthetic demo set (a few seconds) so every page has data to work on.
     from engine.data.dataset import ensure_demo
@@ -45,10 +44,10 @@ def _ensure_demo(root: str, demo: ui_nav.DemoSettings) -> str:
 # demo data, no access key: the token is the reviewer's identity, and the page shows one sentence for a
 # bad one. Every other URL of the lab opens only through the branch below.
 if st.query_params.get("token"):
-    _review = ui_nav.BY_PATH["pages/review.py"]
+    _review = frame.BY_PATH["pages/review.py"]
     pg = st.navigation([st.Page(_review.path, title=_review.title, icon=_review.icon, url_path=_review.url_path)],
                        position="hidden")
-    with ui_cache.frame():
+    with frame.frame():
         pg.run()
     st.stop()
 
@@ -94,16 +93,16 @@ def _key_prompt() -> None:
 
 if _locked():
     # Hidden navigation: no page list, and the requested page stays in the URL for after the key. Not
-    # inside ui_cache.frame(): a page's require_frame() then sends every run of this session through here.
-    st.navigation(ui_nav.st_pages(), position="hidden")
+    # inside frame.frame(): a page's require_frame() then sends every run of this session through here.
+    st.navigation(frame.st_pages(), position="hidden")
     _key_prompt()
     st.stop()
 
-pg = st.navigation(ui_nav.st_pages())  # before anything slow, so the navigation is right from the first run
+pg = st.navigation(frame.st_pages())  # before anything slow, so the navigation is right from the first run
 
 if os.environ.get("HISTOGEN_AUTO_DEMO", "1") != "0":
     try:
-        _ensure_demo(str(data_root()), ui_nav.demo_settings())
+        _ensure_demo(str(data_root()), frame.demo_settings())
     except Exception as e:  # the Data page still works and shows how to prepare data by hand
         st.warning(f"Could not prepare the demo data set: {e}")
 
@@ -114,5 +113,5 @@ with st.sidebar:
     st.markdown(f"**Data root**  \n`{data_root()}`")
     st.markdown(f"**Device**  \n{_device()}")
 
-with ui_cache.frame():
+with frame.frame():
     pg.run()

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-import ui_cache
-import ui_nav
 from engine import compare as K
 from engine import images, jobs
 from engine import runs as run_files
@@ -15,8 +13,9 @@ from engine.config import ConfigError
 from engine.jobs import eval as eval_jobs
 from engine.utils import runs_root
 from ui.figures import compare_bars, compare_class_bars, compare_curves
+from ui import frame
 
-ui_cache.require_frame()
+frame.require_frame()
 
 st.title("Compare")
 
@@ -131,7 +130,7 @@ if not all_runs:
     st.info(f"No run under `{runs_root()}` yet. Train runs of several families on the **Train** page, evaluate "
             "them on the **Evaluate** page, then compare them here (from a shell: `python -m engine compare "
             "RUN RUN ...`).")
-    ui_nav.next_step("pages/train.py", "train a run")
+    frame.next_step("pages/train.py", "train a run")
     st.stop()
 titles = {r.run_id: r.title for r in all_runs}
 picked = st.multiselect("runs", list(titles), default=K.default_selection([r.run_dir for r in all_runs]),
@@ -139,14 +138,14 @@ picked = st.multiselect("runs", list(titles), default=K.default_selection([r.run
                         help="any families, trained on one data set")
 if not picked:
     st.info("Pick the runs to compare (trained on one data set).")
-    ui_nav.next_step("pages/evaluate.py", "evaluate the runs to compare")
+    frame.next_step("pages/evaluate.py", "evaluate the runs to compare")
     st.stop()
 dirs = [r.run_dir for r in all_runs if r.run_id in picked]
 try:
     first = K.compare(dirs)
 except (ConfigError, FileNotFoundError) as e:
     st.error(str(e))
-    ui_nav.next_step("pages/evaluate.py", "evaluate the runs to compare")
+    frame.next_step("pages/evaluate.py", "evaluate the runs to compare")
     st.stop()
 st.caption(f"data set: `{first.data}`")
 choice = _groups(first, key="compare_group_" + "|".join(sorted(picked)))
@@ -162,4 +161,4 @@ if cmp.group is not None:
     _per_class(cmp)
 _grids(cmp)
 _curves(cmp)
-ui_nav.next_step("pages/evaluate.py", "evaluate more checkpoints, then compare again")
+frame.next_step("pages/evaluate.py", "evaluate more checkpoints, then compare again")

@@ -6,9 +6,6 @@ from pathlib import Path
 
 import streamlit as st
 
-import ui_cache
-import ui_forms
-import ui_nav
 from engine.config import ConfigError, PrepareConfig, from_dict
 from engine.data import catalog
 from engine.jobs import core as bg
@@ -16,17 +13,17 @@ from engine.jobs import prepare as data_jobs
 from engine.jobs import classifier as classifier_jobs
 from engine.data.classes import class_descriptions
 from engine.utils import data_root
-from ui import figures
+from ui import figures, forms, frame
 
-ui_cache.require_frame()
+frame.require_frame()
 
 st.title("Data")
 
 
-# The form is generated from PrepareConfig (ui_forms: `label · name`, default/range/choices/help from the
+# The form is generated from PrepareConfig (ui.forms: `label · name`, default/range/choices/help from the
 # field); only `source`, `test_source` and `out` are drawn by hand: a radio + folder path make `source`,
 # a bare folder becomes folder:PATH, and a name becomes a directory under the data root.
-FORM = ui_forms.ConfigForm(PrepareConfig, prefix="prepare_")
+FORM = forms.ConfigForm(PrepareConfig, prefix="prepare_")
 BY_HAND = ("source", "test_source", "out")
 MAIN = ("size", "per_class", "seed", "quality_filter", "stain_norm", "stain_reference")
 ADVANCED = tuple(n for n in FORM.fields if n not in BY_HAND + MAIN)
@@ -255,4 +252,4 @@ else:
     chosen = st.selectbox("data set", names, index=index, format_func=catalog.describe)
     st.session_state["data_dir"] = chosen
     _show(Path(chosen))
-ui_nav.next_step("pages/train.py", "train a generator on this data set")
+frame.next_step("pages/train.py", "train a generator on this data set")

@@ -8,9 +8,6 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-import ui_cache
-import ui_forms
-import ui_nav
 from engine.jobs import core as bg
 from engine import images, jobs
 from engine import runs as run_files
@@ -22,14 +19,15 @@ from engine.metrics import report as R
 from engine.metrics.registry import list_metrics
 from engine.utils import read_json, runs_root
 from ui.figures import bars, confusion_figure, history_figure, stain_figure
+from ui import forms, frame
 
-ui_cache.require_frame()
+frame.require_frame()
 
 
-# The form is generated from EvalConfig (ui_forms: `label · name`, default/range/choices/help from the
+# The form is generated from EvalConfig (ui.forms: `label · name`, default/range/choices/help from the
 # field). Drawn by hand: the feature space and its weights file (outside the form: they decide what the
 # evaluation needs), the checkpoint (the run's entries) and the metrics (a multiselect of the registry).
-FORM = ui_forms.ConfigForm(EvalConfig, prefix="eval_cfg_", defaults={"by_class": True})
+FORM = forms.ConfigForm(EvalConfig, prefix="eval_cfg_", defaults={"by_class": True})
 BY_HAND = ("run_dir", "step", "metrics", "features", "data", "domain_weights", "inception_weights",
            "timm_weights", "job", "n", "by_class")
 ADVANCED = tuple(n for n in FORM.fields if n not in BY_HAND)
@@ -315,4 +313,4 @@ if R.report_state(rep) == "failed":
 else:
     _results(run, rep)
 _history(reports, (rep.get("features") or {}).get("space", "domain"))
-ui_nav.next_step("pages/train.py", "train longer or with other settings, then compare the reports here")
+frame.next_step("pages/train.py", "train longer or with other settings, then compare the reports here")

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import streamlit as st
 
-import ui_cache
-import ui_nav
 from engine import jobs
 from engine.data import catalog
 from engine.jobs import prepare as data_jobs
@@ -15,8 +13,9 @@ from engine.data.dataset import default_demo_dir
 from engine.metrics import report as R
 from engine import runs as run_files
 from engine.utils import data_root, read_json, runs_root
+from ui import frame
 
-ui_cache.require_frame()
+frame.require_frame()
 
 st.title("HistoGen Lab")
 st.markdown("Class-conditional synthesis of H&E histopathology patches (the nine tissue classes of "
@@ -38,7 +37,7 @@ for col, (title, text, paths) in zip(st.columns(len(STEPS)), STEPS):
         st.markdown(f"**{title}**")
         st.caption(text)
         for p in paths:
-            info = ui_nav.BY_PATH[p]
+            info = frame.BY_PATH[p]
             st.page_link(p, label=info.title, icon=info.icon)
 
 
@@ -78,7 +77,7 @@ def _run_line(s: jobs.RunStatus) -> str:
     return f"`{s.run_id}`{name} · **{s.state}** · {p}"
 
 
-demo = ui_nav.demo_settings()
+demo = frame.demo_settings()
 demo_dir = default_demo_dir(demo.size)
 prepared = catalog.list_prepared()
 preparing = [j for j in data_jobs.list_prepare_jobs() if j.state in data_jobs.ACTIVE
@@ -157,7 +156,7 @@ def _next() -> tuple[str, str]:
 
 page, text = _next()
 st.subheader("Next step")
-st.page_link(page, label=f"{ui_nav.BY_PATH[page].title}: {text}", icon=":material/arrow_forward:")
+st.page_link(page, label=f"{frame.BY_PATH[page].title}: {text}", icon=":material/arrow_forward:")
 if clf_state not in ("ready", "training", "queued") and prepared:
     st.caption("Evaluate's default `domain` feature space needs the domain classifier: train it from the "
                "**Data** page (a few minutes on a CPU), or let the first evaluation train it.")

@@ -17,17 +17,15 @@ import urllib.parse
 import pandas as pd
 import streamlit as st
 
-import ui_cache
-import ui_forms
 from engine import access
 from engine import runs as run_files
 from engine.config import ConfigError
 from engine.data.classes import class_descriptions
 from engine.review import studies as S
 from engine.review.store import ReviewError
-from ui import figures as F
+from ui import figures as F, forms, frame, widgets
 
-ui_cache.require_frame()
+frame.require_frame()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,7 +216,7 @@ def _show_new_links() -> None:
 # ----------------------------------------------------------------------------------------------
 # Researcher view: a new study
 
-FORM = ui_forms.ConfigForm(S.StudyConfig, prefix="review_cfg_", defaults={"reviewers": 3, "name": "pilot"})
+FORM = forms.ConfigForm(S.StudyConfig, prefix="review_cfg_", defaults={"reviewers": 3, "name": "pilot"})
 
 
 def _new_study(expanded: bool) -> None:
@@ -227,7 +225,7 @@ def _new_study(expanded: bool) -> None:
     ready = [r for r in jobs.list_runs() if run_files.has_entry(r.run_dir)]
     with st.expander("New study", expanded=expanded):
         if not ready:
-            st.info(f"No run with a checkpoint yet. {ui_cache.EMPTY_HELP}")
+            st.info(f"No run with a checkpoint yet. {widgets.EMPTY_HELP}")
             return
         names = list(dict.fromkeys(c for r in ready for c in run_files.class_names(r.run_dir)))
         with st.form("review_new"):

@@ -5,35 +5,33 @@ import time
 
 import streamlit as st
 
-import ui_cache
-import ui_forms
-import ui_nav
 from engine import images, sampling
 from engine.config import ConfigError, SampleConfig
+from ui import forms, frame, widgets
 
-ui_cache.require_frame()
+frame.require_frame()
 
 st.title("Samples")
 st.caption("Each patch is named by (class, seed): the same pair gives the same patch here, on the "
            "Style mixing page and in `python -m engine sample`.")
 
-picked = ui_cache.pick_generator("samples")
+picked = widgets.pick_generator("samples")
 if picked is None:
     st.stop()
 G, meta, run = picked
 names = meta["class_names"]
 
 MAX_COLUMNS = 64  # seeds per class on the page (the CLI takes more): one column each
-# The form is generated from SampleConfig (`python -m engine sample`'s fields: ui_forms, `label · name`);
+# The form is generated from SampleConfig (`python -m engine sample`'s fields: ui.forms, `label · name`);
 # the page opens on a few real tiles and a mild truncation, where the CLI's defaults are none.
-FORM = ui_forms.ConfigForm(SampleConfig, prefix="samples_cfg_", defaults={"real_per_class": 4, "truncation": 0.7})
+FORM = forms.ConfigForm(SampleConfig, prefix="samples_cfg_", defaults={"real_per_class": 4, "truncation": 0.7})
 # A diffusion run (ddpm) samples with its sampler options instead of truncation; the widgets open on the
 # run's own (its config's sampler, steps, eta, guidance), keyed per run.
 family = sampling.is_family(G)  # a family module's generator (ddpm, dcgan, mlp_gan): no truncation
 diffusion = family and bool(G.sample_options())
 if diffusion:
     run_opts = G.sample_options()
-    OPTS_FORM = ui_forms.ConfigForm(SampleConfig, prefix=f"samples_{run.run_id}_", defaults={
+    OPTS_FORM = forms.ConfigForm(SampleConfig, prefix=f"samples_{run.run_id}_", defaults={
         "sampler": run_opts["sampler"], "sample_steps": int(run_opts["steps"]), "eta": float(run_opts["eta"]),
         "guidance": float(run_opts["guidance"])})
 options: dict = {}
@@ -95,12 +93,12 @@ best = meta.get("best") or {}
 kind = meta["kind"] if not best else f"best model, {best.get('metric')} {best.get('score', float('nan')):.4g} on " \
                                      f"{best.get('n')} patches"
 st.caption(f"run `{run.run_id}`, step {step} ({kind}), {len(result['images'])} patches of "
-           f"{meta['res']} px in {result['seconds']:.2f} s {ui_cache.device_caption(G)}; "
+           f"{meta['res']} px in {result['seconds']:.2f} s {widgets.device_caption(G)}; "
            + (", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in G.sample_options(**options).items()) if diffusion else
               meta.get("family", "") if family else f"truncation {truncation:g}"))
 n, k = len(seeds), int(real_n)
-real, real_note = ui_cache.real_tiles_of_run(run.run_dir, classes, k, meta["res"]) if k else ({}, "")
+real, real_note = widgets.real_tiles_of_run(run.run_dir, classes, k, meta["res"]) if k else ({}, "")
 if real_note:
     st.caption(real_note)
 px = max(96, meta["res"])
@@ -125,4 +123,4 @@ d1.download_button("Download grid PNG", result["grid_png"], file_name=f"{base}_g
 d2.download_button("Download patches (zip + manifest.csv)",
                    result["zip"],
                    file_name=f"{base}_patches.zip", mime="application/zip", icon=":material/folder_zip:")
-ui_nav.next_step("pages/style_mixing.py", "mix the coarse and fine styles of two samples")
+frame.next_step("pages/style_mixing.py", "mix the coarse and fine styles of two samples")

@@ -5,18 +5,17 @@ import time
 
 import streamlit as st
 
-import ui_cache
-import ui_nav
 from engine import images, sampling
+from ui import frame, widgets
 
-ui_cache.require_frame()
+frame.require_frame()
 
 st.title("Style mixing")
 st.caption("Coarse layers set the layout (tissue architecture), middle ones the structures (glands, "
            "nuclei), fine ones texture and stain colour. Each sample is a (class, seed) pair, the same "
            "as on the Samples page.")
 
-picked = ui_cache.pick_generator("mix")
+picked = widgets.pick_generator("mix")
 if picked is None:
     st.stop()
 G, meta, run = picked
@@ -83,8 +82,8 @@ captions = (f"source: {src_class} seed {src[1]}", f"donor: {dst_class} seed {dst
 for col, img, cap in zip(cols, panel, captions):
     col.image(images.upscale(img, min_px=max(192, meta["res"])), caption=cap, width="stretch")
 st.caption(f"run `{run.run_id}`, step {meta['step']} ({meta['kind']}); rendered in {dt * 1000:.0f} ms "
-           f"{ui_cache.device_caption(G)}")
+           f"{widgets.device_caption(G)}")
 st.download_button("Download mixed PNG", sampling.png_bytes(panel[2]),
                    file_name=f"{run.run_id}_mix_{src_class}{src[1]}_{dst_class}{dst[1]}.png", mime="image/png",
                    icon=":material/download:")
-ui_nav.next_step("pages/evaluate.py", "measure FID / KID per class against the real patches")
+frame.next_step("pages/evaluate.py", "measure FID / KID per class against the real patches")

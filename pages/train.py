@@ -1,7 +1,7 @@
 """Train page: the selected run first (status against its target, stop/resume, live curves, sample
 grid, log tail, rename/delete), then all runs, then the form for a new run.
 
-Every widget of the form is a TrainConfig field (ui_forms: `label · name`, default/range/choices/help
+Every widget of the form is a TrainConfig field (ui.forms: `label · name`, default/range/choices/help
 from its metadata); the engine validates the whole config, so the page holds no rule of its own.
 """
 from __future__ import annotations
@@ -13,20 +13,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import ui_cache
-import ui_forms
-import ui_nav
 from engine import config as C
 from engine import jobs, runs
 from engine.data import catalog
 from engine.train import curves
 from engine.utils import read_json, runs_root
-from ui import figures
+from ui import figures, forms, frame
 
-ui_cache.require_frame()
+frame.require_frame()
 
 # the form opens on this machine's preset (spec with a GPU, demo without: engine.config.default_preset)
-FORM = ui_forms.ConfigForm(C.TrainConfig, defaults=C.preset_values(C.default_preset()))
+FORM = forms.ConfigForm(C.TrainConfig, defaults=C.preset_values(C.default_preset()))
 RUN_FIELDS = ("family", "data", "res", "batch", "kimg", "seed")
 SECTIONS = {  # what a researcher changes; every other field is under "advanced"
     "optimisation": ("lr_g", "lr_d", "r1_gamma", "ada", "ada_target"),
@@ -45,7 +42,7 @@ def _section_preset(family: str, preset: str) -> dict:
     return C.to_dict(C.from_dict(cls, presets.get(preset, {})))
 
 
-SECTION_FORMS = {fam: ui_forms.ConfigForm(cls, prefix=f"cfg_{fam}_",
+SECTION_FORMS = {fam: forms.ConfigForm(cls, prefix=f"cfg_{fam}_",
                                           defaults=_section_preset(fam, C.default_preset()))
                  for fam, (cls, _, _) in C.FAMILY_SECTIONS.items()}
 
@@ -300,4 +297,4 @@ else:
             "demo generator on the built-in histosynth data), or from a shell: "
             "`python -m engine jobs start --res 32 --kimg 2`.")
 _form(all_runs)
-ui_nav.next_step("pages/samples.py", "generate patches per class from a checkpoint")
+frame.next_step("pages/samples.py", "generate patches per class from a checkpoint")

@@ -101,8 +101,8 @@ def test_first_start_prepares_the_demo_set_at_the_demo_settings(monkeypatch):
 
 
 def test_demo_settings_ignore_a_bad_value(monkeypatch):
-    import ui_nav
+    from ui import frame
 
     monkeypatch.setenv("HISTOGEN_DEMO_SIZE", "big")
     monkeypatch.delenv("HISTOGEN_DEMO_PER_CLASS", raising=False)
-    assert ui_nav.demo_settings() == ui_nav.DemoSettings(size=32, per_class=200, seed=0)  # the demo preset's res
+    assert frame.demo_settings() == frame.DemoSettings(size=32, per_class=200, seed=0)  # the demo preset's res

@@ -256,7 +256,7 @@ def _open_the_lab(at: AppTest, key: str) -> AppTest:
 def test_exposed_lab_page_asks_for_the_key(monkeypatch, exposed, capsys):
     monkeypatch.setattr("time.sleep", lambda s: None)
     # The default page (app.py's own run, as a browser's every run is). A switched page would run alone
-    # after the first run under AppTest (its legacy `pages/` mode; see ui_cache.require_frame).
+    # after the first run under AppTest (its legacy `pages/` mode; see frame.require_frame).
     at = open_app(monkeypatch).run()
     assert not at.exception, at.exception
     # the prompt, and no lab content: no page, no sidebar (roots, device), no navigation

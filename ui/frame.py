@@ -1,4 +1,4 @@
-"""The lab's pages in their order, the built-in demo set's settings, and the "next step" hint each page
+"""The app frame: the lab's pages in their order, the frame every page runs in (`frame`, `require_frame`), the built-in demo set's settings, and the "next step" hint each page
 ends with. Streamlit-side only (engine/ never imports this).
 
 Icons: `:material/...:` icons of st.Page and st.page_link are drawn from the Material Symbols font that
@@ -7,13 +7,16 @@ given as a Material icon (and from a CDN when given as an emoji), so the favicon
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
-ROOT = Path(__file__).resolve().parent
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository (ui/ is one level down)
 FAVICON = ROOT / "assets" / "favicon.png"
 
 
@@ -76,3 +79,38 @@ def next_step(page: str, text: str) -> None:
     info = BY_PATH[page]
     st.divider()
     st.page_link(page, label=f"Next · {info.title}: {text}", icon=":material/arrow_forward:")
+
+
+# ----------------------------------------------------------------------------------------------
+# The frame app.py runs every page in
+
+_frame = threading.local()  # script runs of one session happen on one thread, one at a time
+
+
+@contextlib.contextmanager
+def frame():
+    """app.py runs the chosen page inside this, so a page can tell it was reached through the frame."""
+    _frame.active = True
+    st.session_state["_histogen_frame"] = True
+    try:
+        yield
+    finally:
+        _frame.active = False
+
+
+def require_frame() -> None:
+    """First call of every page. On a freshly started server, Streamlit's first script run of an app
+    that has a `pages/` folder uses the legacy multipage mode: a page URL opened directly runs that page
+    alone, without app.py (no sidebar, wrong navigation). Switch the server to st.navigation, as
+    app.py would have, and rerun: the rerun goes through app.py to the same page."""
+    if getattr(_frame, "active", False) or st.session_state.get("_histogen_frame"):
+        # (the second test: this session went through the frame before; AppTest re-enters the legacy
+        # mode on every run, and a rerun there would drop the widget event being tested)
+        return
+    try:  # the switch st.navigation makes in app.py; the legacy path run here does not make it
+        from streamlit.runtime.pages_manager import PagesManager
+
+        PagesManager.uses_pages_directory = False
+    except ImportError:  # a Streamlit without the legacy mode: nothing to switch
+        pass
+    st.rerun()

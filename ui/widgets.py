@@ -1,48 +1,14 @@
-"""UI helpers shared by the Samples and Style-mixing pages: the cached generator loader and the
-run / checkpoint picker. Streamlit-side only; the work is done by engine.sampling."""
+"""Widgets shared by pages: the cached generator loader, the run / checkpoint picker, real tiles beside
+generated ones. Streamlit-side only; the work is done by engine.sampling and engine.runs."""
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 from pathlib import Path
 
 import streamlit as st
 
 from engine import jobs, runs, sampling
 from engine.utils import pick_device, read_json, runs_root
-
-_frame = threading.local()  # script runs of one session happen on one thread, one at a time
-
-
-@contextlib.contextmanager
-def frame():
-    """app.py runs the chosen page inside this, so a page can tell it was reached through the frame."""
-    _frame.active = True
-    st.session_state["_histogen_frame"] = True
-    try:
-        yield
-    finally:
-        _frame.active = False
-
-
-def require_frame() -> None:
-    """First call of every page. On a freshly started server, Streamlit's first script run of an app
-    that has a `pages/` folder uses the legacy multipage mode: a page URL opened directly runs that page
-    alone, without app.py (no sidebar, wrong navigation). Switch the server to st.navigation, as
-    app.py would have, and rerun: the rerun goes through app.py to the same page."""
-    if getattr(_frame, "active", False) or st.session_state.get("_histogen_frame"):
-        # (the second test: this session went through the frame before; AppTest re-enters the legacy
-        # mode on every run, and a rerun there would drop the widget event being tested)
-        return
-    try:  # the switch st.navigation makes in app.py; the legacy path run here does not make it
-        from streamlit.runtime.pages_manager import PagesManager
-
-        PagesManager.uses_pages_directory = False
-    except ImportError:  # a Streamlit without the legacy mode: nothing to switch
-        pass
-    st.rerun()
-
 
 EMPTY_HELP = ("Start a run on the **Train** page: the defaults train a small demo generator on the "
               "built-in histosynth data (labelled synthetic) in minutes on a CPU. Its checkpoints "
