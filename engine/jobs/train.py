@@ -152,10 +152,11 @@ class Progress:
 
 
 def recent_img_per_s(d: Path, rows: int = 5, max_bytes: int = 16_384) -> float | None:
-    """Median img_per_s of the last `rows` rows of <run>/metrics_gan.csv, reading only its tail (this
+    """Median img_per_s of the last `rows` rows of the run's metrics CSV (metrics_gan.csv, or
+    metrics_diffusion.csv for diffusion runs: engine.runs.metrics_path), reading only its tail (this
     runs every few seconds per run while the page is open). The median ignores the first interval's
     start-up cost."""
-    path = Path(d) / runs.METRICS_GAN
+    path = runs.metrics_path(d)
     try:
         with open(path, "rb") as f:
             header = f.readline().decode("utf-8", "replace").strip().split(",")
