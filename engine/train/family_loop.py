@@ -98,7 +98,7 @@ def save_family_grid(fam, path: Path, per_class: int, seed: int) -> None:
 
 def train_family(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int:
     """Run (or continue) the training of a family with a family module; returns 0."""
-    from engine.train.loop import BestModel, StopRequest, default_run_dir, resolve
+    from engine.train.loop import BestModel, StopRequest, default_run_dir, record_end, resolve
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would write the run directory
         raise ConfigError(f"family {cfg.family} trains in one process; torchrun (DDP) is stylegan2's alone so far")
@@ -208,13 +208,7 @@ def train_family(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0)
             if want_stop and step < total_steps:
                 stopping = True
                 break
-        if stopping:
-            status.set("stopped", message=f"stopped at step {step}; resume continues from its checkpoint",
-                       step=step, kimg=step * cfg.batch / 1000)
-            print(f"stopped at step {step}", flush=True)
-        else:
-            status.set("finished", message="done", step=step, kimg=step * cfg.batch / 1000)
-            print(f"finished: {step} steps, {step * cfg.batch / 1000:.3f} kimg, {time_s:.1f} s", flush=True)
+        record_end(status, stopping, step, cfg.batch, time_s)
         return 0
     except BaseException as e:
         status.set("failed", message=f"{type(e).__name__}: {e}")

@@ -182,6 +182,19 @@ class BestModel:
         self.best = info
 
 
+def record_end(status, stopping: bool, step: int, batch: int, time_s: float) -> None:
+    """The last status of a session that ended by itself: `stopped` (a stop request, resumable) or
+    `finished`; every loop ends through here so the pages read one wording."""
+    kimg = step * batch / 1000
+    if stopping:
+        status.set("stopped", message=f"stopped at step {step}; resume continues from its checkpoint",
+                   step=step, kimg=kimg)
+        print(f"stopped at step {step}", flush=True)
+    else:
+        status.set("finished", message="done", step=step, kimg=kimg)
+        print(f"finished: {step} steps, {kimg:.3f} kimg, {time_s:.1f} s", flush=True)
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int:
     """Run (or continue) training as configured; returns 0. Rank 0 writes the run directory.
     A family with a family module (engine.families.MODULES: ddpm) runs the shared family loop."""
@@ -326,13 +339,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
                 stopping = True
                 break
         dist.barrier(info)
-        if stopping:
-            status.set("stopped", message=f"stopped at step {step}; resume continues from its checkpoint",
-                       step=step, kimg=step * cfg.batch / 1000)
-            print(f"stopped at step {step}", flush=True)
-        else:
-            status.set("finished", message="done", step=step, kimg=step * cfg.batch / 1000)
-            print(f"finished: {step} steps, {step * cfg.batch / 1000:.3f} kimg, {time_s:.1f} s", flush=True)
+        record_end(status, stopping, step, cfg.batch, time_s)
         return 0
     except BaseException as e:
         status.set("failed", message=f"{type(e).__name__}: {e}")
