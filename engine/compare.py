@@ -545,7 +545,7 @@ def main(argv: list[str]) -> int:
                    help="the group of comparable reports to tabulate (as listed; default: most runs)")
     p.add_argument("--metrics", default="", help="comma-separated columns or report metrics (default: all)")
     p.add_argument("--csv", default="", metavar="FILE|-", help="also write the table as CSV (- = stdout only)")
-    p.add_argument("--per-class", action="store_true", help="the per-class table instead of the overall one")
+    p.add_argument("--by-class", action="store_true", help="the per-class table instead of the overall one")
     a = p.parse_args(argv)
     try:
         cmp = compare(a.runs, [m for m in a.metrics.split(",") if m.strip()] or None,
@@ -553,11 +553,11 @@ def main(argv: list[str]) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    table = cmp.per_class if a.per_class else cmp.table
+    table = cmp.per_class if a.by_class else cmp.table
     if a.csv == "-":
         sys.stdout.write(table.to_csv(index=False))
         return 0
-    if a.per_class:
+    if a.by_class:
         print(table.to_string(index=False, na_rep="—", formatters={c: _fmt for c in table.columns}))
     else:
         print(text(cmp))

@@ -590,6 +590,54 @@ class SampleConfig:
 
 
 # ----------------------------------------------------------------------------------------------
+# Clinician review (`python -m engine review`)
+
+# What a reviewer is asked of every patch (engine.review.store.ANSWER_FIELDS: the answer's columns)
+REVIEW_QUESTIONS = ("real_or_synthetic", "confidence", "realism", "class", "comment")
+
+
+@dataclass
+class StudyConfig:
+    """A blinded review study (`python -m engine review create`, the Review page; engine.review.studies)."""
+    RENAMED = {"psi": "truncation"}  # the one name of the idea; the study's truth table keeps a psi column
+    name: str = opt("study", "a short name for the study (the id adds a random suffix)", label="study name")
+    runs: list[str] = opt([], "runs to draw synthetic patches from: run ids (or run directories), each "
+                              "optionally RUN@STEP with STEP latest, best or a step number", label="runs")
+    step: str = step_opt("checkpoint of every run given without @STEP: latest, best or a step number")
+    classes: list[str] = opt(["all"], "tissue classes to show (names, comma-separated; all = every class)",
+                             label="classes")
+    synthetic_per_class: int = opt(10, "synthetic patches per class and run", range=(0, 10_000),
+                                   label="synthetic per class")
+    real_per_class: int = opt(10, "real patches per class from each data set's held-out eval split",
+                              range=(0, 10_000), label="real per class")
+    seed: int = opt(0, "first seed of the synthetic patches (seed, seed+1, ...) and the seed choosing "
+                       "the real ones", range=(0, 2**31 - 1), label="seed")
+    truncation: float = truncation_opt(1.0)
+    display_size: int = opt(256, "side in pixels of every patch shown (real and synthetic alike)",
+                            range=(16, 1024), label="display size (px)")
+    questions: list[str] = opt(list(REVIEW_QUESTIONS), "questions asked for every patch", choices=REVIEW_QUESTIONS,
+                               label="questions")
+    reviewers: int = opt(0, "reviewer tokens to make at creation (more with `invite`)", range=(0, 1000),
+                         label="reviewers")
+    expires_days: float = opt(0.0, "reviewer links expire after this many days (0 = never)",
+                              range=(0.0, 3650.0), label="link lifetime (days)")
+    instructions: str = opt("", "a note shown to reviewers above the questions", label="instructions")
+    device: str = device_opt("where the generators run: auto = cuda when a GPU is visible, else cpu")
+
+    def check(self) -> None:
+        if not self.runs:
+            raise ConfigError("config field 'runs' is empty; give at least one run id")
+        if self.synthetic_per_class + self.real_per_class == 0:
+            raise ConfigError("config fields 'synthetic_per_class' and 'real_per_class' are both 0: "
+                              "the study would have no patch")
+        if not self.questions:
+            raise ConfigError("config field 'questions' is empty; ask at least one of: " + ", ".join(REVIEW_QUESTIONS))
+        self.questions = [q for q in REVIEW_QUESTIONS if q in self.questions]  # a fixed order for every page
+        check_patterns(self)
+        self.step = canonical_step(self.step)
+
+
+# ----------------------------------------------------------------------------------------------
 # Training (`python -m engine train`)
 
 FAMILIES = ("stylegan2", "dcgan", "mlp_gan", "ddpm")

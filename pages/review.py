@@ -238,7 +238,7 @@ def _new_study(expanded: bool) -> None:
             step = FORM.widget("step", c3, help="latest, best or a step number, for every run picked")
             classes = st.multiselect(FORM.label("classes"), names, default=names,
                                      help="the tissue classes shown; every run picked must have them")
-            values = FORM.grid(["synthetic_per_class", "real_per_class", "seed", "psi"], st, 4)
+            values = FORM.grid(["synthetic_per_class", "real_per_class", "seed", "truncation"], st, 4)
             values |= FORM.grid(["display_size", "reviewers", "expires_days", "device"], st, 4)
             values["questions"] = FORM.widget("questions", st)
             values["instructions"] = st.text_area(FORM.label("instructions"), key="review_cfg_instructions",

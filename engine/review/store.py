@@ -35,10 +35,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
 
+from engine.config import REVIEW_QUESTIONS
 from engine.utils import runs_root
 
 ENV_DB = "HISTOGEN_REVIEW_DB"
-ANSWER_FIELDS = ("real_or_synthetic", "confidence", "realism", "class", "comment")
+ANSWER_FIELDS = REVIEW_QUESTIONS  # one home: engine.config
 STUDY_STATES = ("open", "closed", "archived")
 
 

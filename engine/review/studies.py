@@ -21,14 +21,13 @@ import json
 import re
 import secrets
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from engine import config as C
-from engine.config import ConfigError, opt
+from engine.config import ConfigError, StudyConfig
 from engine.review.reviewer import (BAD_TOKEN, CLOSED, EXPIRED, QUESTIONS, display_order, reviewer_view,
                                     submit, token_hash)
 from engine.review.store import ReviewError, Store, is_past, now_iso, open_store, review_root
@@ -47,53 +46,12 @@ EXPORT_COLUMNS = ("study", "reviewer", "reviewer_id", "patch", "real_or_syntheti
 # ----------------------------------------------------------------------------------------------
 # The study's settings (one name per idea: field = CLI flag = JSON key in the study's spec)
 
-@dataclass
-class StudyConfig:
-    name: str = opt("study", "a short name for the study (the id adds a random suffix)", label="study name")
-    runs: list[str] = opt([], "runs to draw synthetic patches from: run ids (or run directories), each "
-                              "optionally RUN@STEP with STEP latest, best or a step number", label="runs")
-    step: str = opt("latest", "checkpoint of every run given without @STEP: latest, best or a step number",
-                    label="checkpoint")
-    classes: list[str] = opt(["all"], "tissue classes to show (names, comma-separated; all = every class)",
-                             label="classes")
-    synthetic_per_class: int = opt(10, "synthetic patches per class and run", range=(0, 10_000),
-                                   label="synthetic per class")
-    real_per_class: int = opt(10, "real patches per class from each data set's held-out eval split",
-                              range=(0, 10_000), label="real per class")
-    seed: int = opt(0, "first seed of the synthetic patches (seed, seed+1, ...) and the seed choosing "
-                       "the real ones", range=(0, 2**31 - 1), label="seed")
-    psi: float = opt(1.0, "truncation psi of the synthetic patches (1 = none)", range=(0.0, 2.0),
-                     label="truncation psi")
-    display_size: int = opt(256, "side in pixels of every patch shown (real and synthetic alike)",
-                            range=(16, 1024), label="display size (px)")
-    questions: list[str] = opt(list(QUESTIONS), "questions asked for every patch", choices=QUESTIONS,
-                               label="questions")
-    reviewers: int = opt(0, "reviewer tokens to make at creation (more with `invite`)", range=(0, 1000),
-                         label="reviewers")
-    expires_days: float = opt(0.0, "reviewer links expire after this many days (0 = never)",
-                              range=(0.0, 3650.0), label="link lifetime (days)")
-    instructions: str = opt("", "a note shown to reviewers above the questions", label="instructions")
-    device: str = opt("auto", "where the generators run: auto, cpu, cuda", label="device")
-
-    def check(self) -> None:
-        if not self.runs:
-            raise ConfigError("config field 'runs' is empty; give at least one run id")
-        if self.synthetic_per_class + self.real_per_class == 0:
-            raise ConfigError("config fields 'synthetic_per_class' and 'real_per_class' are both 0: "
-                              "the study would have no patch")
-        if not self.questions:
-            raise ConfigError("config field 'questions' is empty; ask at least one of: " + ", ".join(QUESTIONS))
-        self.questions = [q for q in QUESTIONS if q in self.questions]  # a fixed order for every page
-        _parse_step(self.step)
-
-
 def _parse_step(text: Any) -> str | int:
-    t = str(text).strip() or "latest"
-    if t in ("latest", "best"):
-        return t
-    if not t.isdigit():
+    """RUN@STEP's step: "latest", "best" or a step number (the one step rule of engine.config)."""
+    s = C.canonical_step(text)
+    if not re.fullmatch(C.STEP_PATTERN, s):
         raise ConfigError(f"step must be latest, best or a step number (got {text!r})")
-    return int(t)
+    return int(s) if s.isdigit() else s
 
 
 def _resolve_run(spec: str, default_step: str) -> tuple[Path, str | int]:
@@ -181,10 +139,10 @@ def create_study(cfg: StudyConfig | dict, store: Store | None = None,
             break
         say(f"generating {len(classes) * len(seeds)} patches from {d.name}")
         idx = [list(meta["class_names"]).index(c) for c in classes]
-        ims, recs = generate(G, idx, seeds, truncation=cfg.psi)
+        ims, recs = generate(G, idx, seeds, truncation=cfg.truncation)
         images += _encode(ims, cfg.display_size)
         truth += [{"source": "synthetic", "class": meta["class_names"][r["class_index"]], "run": d.name,
-                   "step": int(meta.get("step", 0)), "seed": int(r["seed"]), "psi": float(cfg.psi)}
+                   "step": int(meta.get("step", 0)), "seed": int(r["seed"]), "psi": float(cfg.truncation)}
                   for r in recs]
 
     # 3. real patches from each data set's held-out eval split

@@ -252,7 +252,7 @@ def test_cli_table_and_csv(three, tmp_path, capsys):
     assert main(["compare", *dirs, "--key", "2", "--csv", str(path)]) == 0
     assert "*[2] dd:" in capsys.readouterr().out
     assert list(pd.read_csv(path)["fid"].fillna(-1)) == [-1, -1, 3.0]
-    assert main(["compare", *dirs, "--per-class", "--csv", "-"]) == 0
+    assert main(["compare", *dirs, "--by-class", "--csv", "-"]) == 0
     pc = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
     assert len(pc) == 2 * len(CLASSES) and set(pc["class"]) == set(CLASSES)
     other = tmp_path / "other"

@@ -204,7 +204,7 @@ def test_researcher_creates_a_study_and_gets_links_once(monkeypatch, review_data
     at.number_input(key="review_cfg_real_per_class").set_value(1)
     at.number_input(key="review_cfg_display_size").set_value(32)
     at.number_input(key="review_cfg_reviewers").set_value(2)
-    at.text_input(key="review_cfg_device").set_value("cpu")
+    at.selectbox(key="review_cfg_device").set_value("cpu")
     next(b for b in at.button if b.label == "Create study").click().run()
     assert not at.exception, at.exception
     (row,) = S.list_studies()
