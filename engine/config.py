@@ -359,7 +359,7 @@ def device_opt(help: str = "compute device: auto = cuda when a GPU is visible, e
 
 
 # One representation of "which checkpoint" (evaluate, sample): latest | best | a step number. "-1" and
-# "" are read as latest (what older reports and the former `sample --step` default wrote).
+# "" are read as latest (what older reports and `sample --step` defaults wrote).
 STEP_PATTERN = r"(latest|best|\d+|-1)?"
 STEP_ALLOWED = "one of: latest, best, a step number"
 
@@ -836,7 +836,7 @@ class TrainConfig:
     acc_ema_beta: float = opt(0.9 ** 0.25, "decay per step of acc_ema, the EMA of acc: over k steps of mean "
                                            "acc a, acc_ema = beta^k x acc_ema + (1 - beta^k) x a (its first "
                                            "value is a). Spec 4.1 ADA_DECAY = 0.99; default 0.9^(1/4) = 0.974, "
-                                           "the former 0.9 per 4-step update", range=(0.0, 0.9999),
+                                           "the stylegan2 rule's 0.9 per 4-step update", range=(0.0, 0.9999),
                               label="accuracy EMA decay (per step)")
     # domain head and its alpha gate
     domain_head: bool = opt(False, "add the frozen domain-feature head to D (needs a classifier)",
@@ -858,10 +858,10 @@ class TrainConfig:
                            range=(0.0, 10.0), label="max domain alpha")
     alpha_tau: float = opt(78.0, "time constant of alpha, in steps: each step alpha moves by k x (target - "
                                  "alpha), k = 1 - exp(-1/alpha_tau), clipped to +-alpha_dalpha (spec 4.4 "
-                                 "ALPHA_TAU = 400; 78 = the former 0.05 per 4-step update); > 0",
+                                 "ALPHA_TAU = 400; 78 = the stylegan2 rule's 0.05 per 4-step update); > 0",
                            range=(0.0, None), label="alpha time constant (steps)")
     alpha_dalpha: float = opt(0.0025, "largest alpha change per step (spec 4.4 ALPHA_DALPHA = 1e-4; 0.0025 "
-                                      "= the former 0.01 per 4-step update); > 0", range=(0.0, 1.0),
+                                      "= the stylegan2 rule's 0.01 per 4-step update); > 0", range=(0.0, 1.0),
                               label="max alpha change per step")
     alpha_dwell: int = opt(200, "steps the gate stays in a state before it may switch (spec 4.4 "
                                 "DUET_DWELL_STEPS = 200), also the window of alpha_stable",
@@ -872,7 +872,7 @@ class TrainConfig:
     alpha_stable: float = opt(1.0, "'D stable', needed for the gate to turn on (spec 4.4): acc_ema, taken "
                                    "after each step, moved less than this over the last alpha_dwell steps "
                                    "(max - min < alpha_stable, with at least alpha_dwell steps seen; with "
-                                   "alpha_dwell 0 always stable). The spec gives no number (issue 10 "
+                                   "alpha_dwell 0 always stable). The spec gives no number (our "
                                    "reading: 0.05); 1.0 = no stability rule (acc_ema lies in [0, 1])",
                               range=(0.0, 1.0), label="gate stability band")
     alpha_freeze_kimg: float = opt(0.0, "freeze alpha after this many kimg (0 = never)",
@@ -983,7 +983,7 @@ class TrainConfig:
 SPEC_KIMG_PER_STEP = 8 / 1000  # spec 5: batch 8, so N steps = N * 0.008 kimg
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The seed-001 cGAN spec (shared/seeds/001_*.txt), value by value and in its semantics (the ADA
+    # The researchers' seed-001 cGAN spec, value by value and in its semantics (the ADA
     # rule, warm-ups and the gate counted in steps are options of the trainer, set here).
     "spec": {
         "res": 256,                        # 1.2 IMAGE_SIZE = 256
@@ -1071,10 +1071,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "stylegan2": {},
     # The CPU demo, chosen by measurement with bench/demo_quality.py (10 min budget, 2 threads, the lab's
     # 2-core machine; CAS = share of G_ema patches the data set's real-trained classifier puts in the
-    # conditioned class): the former defaults (64 px, 5 kimg) finish in 4.9 min at CAS 0.17 (five classes
+    # conditioned class): the stylegan2 defaults (64 px, 5 kimg) finish in 4.9 min at CAS 0.17 (five classes
     # at 0); 32 px for 15 kimg fills 9.4 min at CAS 0.38 (STR 0.95, MUC 0.91, ADI 0.74; DEB, LYM, MUS,
     # NORM ~0). Narrower G or D, batch 8-32, lr 1e-3-2.5e-3, R1 0.05-1 and the regularisers or ADA off did
-    # no better in 5-minute trials. The issue-10 target (0.80, no class below 0.50) is not met yet.
+    # no better in 5-minute trials. The demo's target (0.80, no class below 0.50) is not met yet.
     "demo": {"res": 32, "kimg": 15.0},
 }
 
@@ -1192,7 +1192,7 @@ class DDPMConfig:
 
 
 DDPM_PRESETS: dict[str, dict[str, Any]] = {
-    # Seed 004 (shared/seeds/004_*.txt, DiffusionConfig 128x128) value by value; its batch 8, 128 px and
+    # The researchers' DDPM notebook (seed 004, DiffusionConfig 128x128) value by value; its batch 8, 128 px and
     # use_fp16 = False are TrainConfig's (batch, res, amp). Warm-up length and the cosine floor are not
     # in the seed: ours.
     "spec": {"channels": 192, "channel_mult": [1, 2, 3, 4], "layers_per_block": 2, "attention_res": [16],
@@ -1335,7 +1335,7 @@ class MLPGANConfig:
 
 
 DCGAN_PRESETS: dict[str, dict[str, Any]] = {
-    # Seed 002's review (shared/seeds/002_*.txt), its "Suggested Improved Architecture" and fixes. Its
+    # The researchers' DCGAN review (seed 002), its "Suggested Improved Architecture" and fixes. Its
     # ngf/ndf are not in the seed: 64 is DCGAN's, our reading; channel_max 2048 keeps its ngf*32 at 4x4
     # (at 256 px: G 52 M, D 45 M parameters).
     "spec": {"g_upsample": "transpose",      # ImprovedGenerator: ConvTranspose2d throughout
@@ -1356,7 +1356,7 @@ DCGAN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 MLP_GAN_PRESETS: dict[str, dict[str, Any]] = {
-    # Seed 003 (shared/seeds/003_*.txt), its PyTorch code value by value; its batch_size 64 is
+    # The researchers' GAN tutorial (seed 003), its PyTorch code value by value; its batch_size 64 is
     # TrainConfig's batch. Conditioning (embed_dim) is ours: the tutorial's GAN is unconditional.
     "spec": {"z_dim": 100,                   # latent_dim = 100
              "g_hidden": [128, 256, 512],    # Linear 128, 256, 512

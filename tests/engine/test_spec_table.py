@@ -1,4 +1,4 @@
-"""The `spec` preset against the researchers' cGAN spec (shared/seeds/001_*.txt), value by value.
+"""The `spec` preset against the researchers' cGAN spec (their seed 001), value by value.
 
 The table is the documentation: one row per value the spec states, with its section and the spec's own
 words, and the test checks the resolved `spec` config (preset over the defaults, validated) against it.
