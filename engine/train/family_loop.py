@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from engine import config as C
 from engine import families, runs
 from engine.config import ConfigError, TrainConfig
 from engine.images import png_bytes
-from engine.jobs.core import StatusWriter
 from engine.train import schedule
 from engine.train.checkpoint import export_generator, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from engine.train.data import Batches, load_training_data, training_data_dir
@@ -98,31 +96,19 @@ def save_family_grid(fam, path: Path, per_class: int, seed: int) -> None:
 
 def train_family(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int:
     """Run (or continue) the training of a family with a family module; returns 0."""
-    from engine.train.loop import BestModel, StopRequest, default_run_dir, record_end, resolve
+    from engine.train.loop import BestModel, open_run, record_end, resolve, wait_for_gpu
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would write the run directory
         raise ConfigError(f"family {cfg.family} trains in one process; torchrun (DDP) is stylegan2's alone so far")
     device, amp_dtype = resolve(cfg)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
-    if not resume and (run_dir / "config.json").exists():
-        raise ConfigError(f"config field 'run_dir': {run_dir} already holds a run; continue it with "
-                          f"--resume {run_dir} or choose another run dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if resume:
-        (run_dir / "stop").unlink(missing_ok=True)
-    status = StatusWriter(run_dir / runs.STATUS, enabled=True, started_at=time.time(), step=0, kimg=0.0,
-                          message="", host=socket.gethostname(), device=device.type)
-    stop = StopRequest(run_dir)
+    run_dir, status, stop = open_run(cfg, device, resume=resume)
     batches = csv = None
     try:
         status.set("running", message="starting")
-        if device.type == "cuda":
-            from engine.jobs.gpu import acquire_gpu
-            if not acquire_gpu(run_dir, status, stop):
-                status.set("stopped", message="stopped while queued for the GPU")
-                return 0
+        if device.type == "cuda" and not wait_for_gpu(run_dir, status, stop):
+            return 0
         cfg = C.replaced(cfg, run_dir=str(run_dir), data=training_data_dir(cfg))
         data = load_training_data(cfg)
         batches = Batches(data, cfg, device=device)

@@ -182,6 +182,37 @@ class BestModel:
         self.best = info
 
 
+def open_run(cfg: TrainConfig, device: torch.device, *, resume: bool, main: bool = True
+             ) -> tuple[Path, StatusWriter, "StopRequest"]:
+    """The run directory a session writes (refused when a new run would land in an old one), its status
+    writer and its stop request. Every training loop opens its run here."""
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    if not resume and (run_dir / runs.CONFIG).exists():
+        raise ConfigError(f"config field 'run_dir': {run_dir} already holds a run; continue it with "
+                          f"--resume {run_dir} or choose another run dir")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            (run_dir / runs.STOP).unlink(missing_ok=True)  # the stop that ended the previous session
+    # started_at: this session's start (the ETA); host + device: engine.jobs.estimate uses only this
+    # machine's runs (runs roots may be shared between machines)
+    status = StatusWriter(run_dir / runs.STATUS, enabled=main,
+                          started_at=time.time(), step=0, kimg=0.0, message="", host=socket.gethostname(),
+                          device=device.type)
+    return run_dir, status, StopRequest(run_dir)
+
+
+def wait_for_gpu(run_dir: Path, status: StatusWriter, stop: "StopRequest") -> bool:
+    """One run per GPU: wait as `queued` (engine.jobs.gpu); False (and `stopped` recorded) when a stop
+    came while waiting."""
+    from engine.jobs.gpu import acquire_gpu
+
+    if acquire_gpu(run_dir, status, stop):
+        return True
+    status.set("stopped", message="stopped while queued for the GPU")
+    return False
+
+
 def record_end(status, stopping: bool, step: int, batch: int, time_s: float) -> None:
     """The last status of a session that ended by itself: `stopped` (a stop request, resumable) or
     `finished`; every loop ends through here so the pages read one wording."""
@@ -216,28 +247,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0) -> int
     np.random.seed(cfg.seed)
 
     # --- run directory (config.json is written once the data and models are known to be valid)
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
-    if not resume and (run_dir / "config.json").exists():
-        raise ConfigError(f"config field 'run_dir': {run_dir} already holds a run; continue it with "
-                          f"--resume {run_dir} or choose another run dir")
     main = info.is_main
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            (run_dir / "stop").unlink(missing_ok=True)  # the stop that ended the previous session
-    # started_at: this session's start (the ETA); host + device: engine.jobs.estimate uses only this
-    # machine's runs (runs roots may be shared between machines)
-    status = StatusWriter(run_dir / runs.STATUS, enabled=main,
-                          started_at=time.time(), step=0, kimg=0.0, message="", host=socket.gethostname(),
-                          device=device.type)
-    stop = StopRequest(run_dir)
+    run_dir, status, stop = open_run(cfg, device, resume=resume, main=main)
     try:
         status.set("running", message="starting")
-        if device.type == "cuda" and not info.enabled:  # one run per GPU: wait as `queued` (engine.jobs)
-            from engine.jobs.gpu import acquire_gpu
-            if not acquire_gpu(run_dir, status, stop):
-                status.set("stopped", message="stopped while queued for the GPU")
-                return 0
+        if device.type == "cuda" and not info.enabled and not wait_for_gpu(run_dir, status, stop):
+            return 0
         # --- the config this run records (config.json): the launched one with the two values left to run
         # time filled in (run_dir; data, the demo set prepared here when empty), resolved once into a copy
         # that nothing changes afterwards (the caller's object and launch.json stay as they were)
