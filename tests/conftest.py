@@ -37,3 +37,15 @@ def shared_data() -> Path:
     (2 per class, 9 classes). They are part of the repository, so a missing folder is an error, not a skip."""
     assert TEST_DATA.is_dir(), f"real example tiles missing at {TEST_DATA} (they ship with the repository)"
     return TEST_DATA
+
+
+@pytest.fixture
+def csv_path(tmp_path):
+    """(the open MetricsCSV, its path) after three rows, steps 1-3."""
+    from engine.train.logging import MetricsCSV
+    from tests.fixtures_runs import metrics_row
+
+    m = MetricsCSV(tmp_path / "metrics_gan.csv")
+    for s in (1, 2, 3):
+        m.write(metrics_row(s))
+    return m, tmp_path / "metrics_gan.csv"

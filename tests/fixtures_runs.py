@@ -15,7 +15,7 @@ import torch
 from engine import config as C
 from engine.train.checkpoint import export_generator, save_checkpoint
 from engine.train.grid import save_grid
-from engine.train.logging import MetricsCSV
+from engine.train.logging import CSV_COLUMNS, MetricsCSV
 from engine.utils import atomic_write_json
 
 CLASS_NAMES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
@@ -67,3 +67,13 @@ def make_tiny_run(root: str | Path, run_id: str = "tiny", state: str = "finished
                                           "kimg": STEPS[-1] * TINY["batch"] / 1000, "started_at": now - 5,
                                           "heartbeat_at": now, "message": "done"})
     return d
+
+
+def metrics_row(step: int, **kw) -> dict:
+    """A metrics_gan.csv row of a plausible run at `step` (every CSV column, unknown ones None)."""
+    r = {c: None for c in CSV_COLUMNS}
+    r.update(epoch=step / 10, step=step, kimg=step * 4 / 1000, d_loss=1.0 / step, g_loss=2.0 + step,
+             acc=0.5, acc_ema=0.55, ada_p=0.01 * step, lr_g=4e-4, lr_d=7e-5, img_per_s=100.0 + step,
+             time_s=float(step))
+    r.update(kw)
+    return r

@@ -3,27 +3,12 @@ tested in tests/ui/test_figures.py."""
 import math
 
 import pandas as pd
-import pytest
 
 from engine.train import curves
-from engine.train.logging import CSV_COLUMNS, MetricsCSV, truncate_csv
+from engine.train.logging import CSV_COLUMNS, truncate_csv
+from tests.fixtures_runs import metrics_row
 
 
-def _row(step: int, **kw) -> dict:
-    r = {c: None for c in CSV_COLUMNS}
-    r.update(epoch=step / 10, step=step, kimg=step * 4 / 1000, d_loss=1.0 / step, g_loss=2.0 + step,
-             acc=0.5, acc_ema=0.55, ada_p=0.01 * step, lr_g=4e-4, lr_d=7e-5, img_per_s=100.0 + step,
-             time_s=float(step))
-    r.update(kw)
-    return r
-
-
-@pytest.fixture
-def csv_path(tmp_path):
-    m = MetricsCSV(tmp_path / "metrics_gan.csv")
-    for s in (1, 2, 3):
-        m.write(_row(s))
-    return m, tmp_path / "metrics_gan.csv"
 
 
 def test_read_metrics_partial_last_line(csv_path):
@@ -58,12 +43,12 @@ def test_follow_metrics_incremental_and_resume_rewrite(csv_path):
     state: dict = {}
     assert list(curves.follow_metrics(path, state)["step"]) == [1, 2, 3]
     off = state["offset"]
-    m.write(_row(4))
+    m.write(metrics_row(4))
     assert list(curves.follow_metrics(path, state)["step"]) == [1, 2, 3, 4]
     assert state["offset"] > off
     # resume from a checkpoint at step 2: the CSV is rewritten (new file) and steps 3.. happen again
     truncate_csv(path, 2)
-    m.write(_row(3, g_loss=-1.0))
+    m.write(metrics_row(3, g_loss=-1.0))
     df = curves.follow_metrics(path, state)
     assert list(df["step"]) == [1, 2, 3]
     assert df["g_loss"].iloc[-1] == -1.0

@@ -4,25 +4,9 @@ import pandas as pd
 import pytest
 
 from engine.train import curves
-from engine.train.logging import CSV_COLUMNS, MetricsCSV
 from ui import figures
 
 
-def _row(step: int, **kw) -> dict:
-    r = {c: None for c in CSV_COLUMNS}
-    r.update(epoch=step / 10, step=step, kimg=step * 4 / 1000, d_loss=1.0 / step, g_loss=2.0 + step,
-             acc=0.5, acc_ema=0.55, ada_p=0.01 * step, lr_g=4e-4, lr_d=7e-5, img_per_s=100.0 + step,
-             time_s=float(step))
-    r.update(kw)
-    return r
-
-
-@pytest.fixture
-def csv_path(tmp_path):
-    m = MetricsCSV(tmp_path / "metrics_gan.csv")
-    for s in (1, 2, 3):
-        m.write(_row(s))
-    return m, tmp_path / "metrics_gan.csv"
 
 
 def test_figures(csv_path):
