@@ -49,3 +49,14 @@ def csv_path(tmp_path):
     for s in (1, 2, 3):
         m.write(metrics_row(s))
     return m, tmp_path / "metrics_gan.csv"
+
+
+@pytest.fixture(scope="module")
+def review_data(tmp_path_factory):
+    """Histosynth at 32 px, 20 per class: its held-out eval split has 2 patches per class."""
+    from engine.config import PrepareConfig
+    from engine.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("data") / "hs32"
+    return prepare(PrepareConfig(source="histosynth", size=32, per_class=20, seed=0, out=str(out),
+                                 quality_filter=False, workers=1))

@@ -77,3 +77,15 @@ def metrics_row(step: int, **kw) -> dict:
              time_s=float(step))
     r.update(kw)
     return r
+
+
+def tiny_run_on(data_dir, run_id: str = "tiny") -> Path:
+    """make_tiny_run (a 16 px generator) under the runs root, its config pointed at the prepared data set
+    `data_dir` (so its eval split serves as the real side: reviews, evaluations)."""
+    from engine.utils import runs_root
+
+    d = make_tiny_run(runs_root(), run_id)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["data"] = str(data_dir)
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d

@@ -5,7 +5,6 @@ for the access key printed at the first start, then opens with it.
 
 Playwright drives Debian's chromium (.ci/run installs it) against `streamlit run app.py` on a free port.
 """
-import json
 import os
 import re
 import signal
@@ -27,22 +26,15 @@ pytestmark = [pytest.mark.e2e]
 
 
 @pytest.fixture
-def study(tmp_path, monkeypatch):
+def study(tmp_path, monkeypatch, review_data):
     monkeypatch.setenv("HISTOGEN_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("HISTOGEN_DATA", str(tmp_path / "data"))
     monkeypatch.delenv("HISTOGEN_REVIEW_DB", raising=False)
     monkeypatch.delenv("HISTOGEN_ACCESS_KEY", raising=False)
-    from engine.config import PrepareConfig
-    from engine.data.prepare import prepare
     from engine.review import studies as S
-    from tests.fixtures_runs import make_tiny_run
+    from tests.fixtures_runs import tiny_run_on
 
-    data = prepare(PrepareConfig(source="histosynth", size=32, per_class=20, seed=0, out=str(tmp_path / "data" / "hs32"),
-                                 quality_filter=False, workers=1))
-    d = make_tiny_run(tmp_path / "runs", "tiny")
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["data"] = str(data)
-    (d / "config.json").write_text(json.dumps(cfg))
+    tiny_run_on(review_data)
     return S.create_study({"name": "e2e", "runs": ["tiny"], "classes": ["ADI", "TUM"], "synthetic_per_class": 2,
                            "real_per_class": 2, "display_size": 256, "reviewers": 1, "device": "cpu"})
 

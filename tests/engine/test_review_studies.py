@@ -16,7 +16,7 @@ from engine.config import ConfigError
 from engine.review import store as ST
 from engine.review import studies as S
 from engine.review.store import ReviewError, Store
-from tests.fixtures_runs import make_tiny_run
+from tests.fixtures_runs import tiny_run_on
 
 HEX16 = re.compile(r"[0-9a-f]{16}")
 ANSWER = {"real_or_synthetic": "synthetic", "confidence": 3, "realism": 2, "class": "TUM"}
@@ -28,31 +28,10 @@ def _sqlite_store(monkeypatch):
     monkeypatch.delenv(ST.ENV_DB, raising=False)
 
 
-@pytest.fixture(scope="module")
-def review_data(tmp_path_factory):
-    """Histosynth at 32 px, 20 per class: its held-out eval split has 2 patches per class."""
-    from engine.config import PrepareConfig
-    from engine.data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("data") / "hs32"
-    return prepare(PrepareConfig(source="histosynth", size=32, per_class=20, seed=0, out=str(out),
-                                 quality_filter=False, workers=1))
-
-
-def tiny_run(review_data, run_id: str = "tiny") -> Path:
-    """make_tiny_run (16 px generator) pointed at the 32 px data set."""
-    import os
-
-    d = make_tiny_run(Path(os.environ["HISTOGEN_RUNS"]), run_id)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["data"] = str(review_data)
-    (d / "config.json").write_text(json.dumps(cfg))
-    return d
-
 
 @pytest.fixture
 def study(review_data):
-    tiny_run(review_data)
+    tiny_run_on(review_data)
     return S.create_study({"name": "Pilot 1", "runs": ["tiny"], "classes": ["ADI", "LYM", "TUM"],
                            "synthetic_per_class": 2, "real_per_class": 2, "display_size": 24, "reviewers": 3,
                            "device": "cpu"})
@@ -202,8 +181,8 @@ def test_close_and_archive(study):
 
 
 def test_two_runs_and_their_errors(review_data, tmp_path):
-    tiny_run(review_data, "a")
-    tiny_run(review_data, "b")
+    tiny_run_on(review_data, "a")
+    tiny_run_on(review_data, "b")
     res = S.create_study({"runs": ["a@4", "b"], "classes": ["ADI"], "synthetic_per_class": 1,
                           "real_per_class": 1, "display_size": 16, "device": "cpu"})
     truth = Store().truth_rows(res["id"])
@@ -223,7 +202,7 @@ def test_two_runs_and_their_errors(review_data, tmp_path):
     info = json.loads((old / "dataset.json").read_text())
     info["eval_disjoint"] = False
     (old / "dataset.json").write_text(json.dumps(info))
-    d = tiny_run(review_data, "c")
+    d = tiny_run_on(review_data, "c")
     cfg = json.loads((d / "config.json").read_text())
     cfg["data"] = str(old)
     (d / "config.json").write_text(json.dumps(cfg))
@@ -236,7 +215,7 @@ def test_two_runs_and_their_errors(review_data, tmp_path):
 def test_cli_create_invite_export_stats_close_archive(review_data, tmp_path, capsys):
     from engine.__main__ import main
 
-    tiny_run(review_data)
+    tiny_run_on(review_data)
     assert main(["review", "create", "--name", "cli", "--runs", "tiny", "--classes", "ADI,TUM",
                  "--synthetic-per-class", "1", "--real-per-class", "1", "--display-size", "16",
                  "--reviewers", "2", "--device", "cpu"]) == 0

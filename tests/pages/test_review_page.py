@@ -2,7 +2,6 @@
 access key the lab pages ask for when the app listens on an outside address (app.py, engine/access.py)."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from engine import access
 from engine.review import store as ST
 from engine.review import studies as S
 from engine.utils import runs_root
-from tests.fixtures_runs import make_tiny_run
+from tests.fixtures_runs import tiny_run_on
 from tests.pages.apptest import open_app
 
 PROMPT = "HistoGen Lab · access key"
@@ -27,29 +26,11 @@ def _sqlite_store(monkeypatch):
     monkeypatch.delenv(access.ENV_KEY, raising=False)
 
 
-@pytest.fixture(scope="module")
-def review_data(tmp_path_factory):
-    """Histosynth at 32 px, 20 per class: its held-out eval split has 2 patches per class."""
-    from engine.config import PrepareConfig
-    from engine.data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("data") / "hs32"
-    return prepare(PrepareConfig(source="histosynth", size=32, per_class=20, seed=0, out=str(out),
-                                 quality_filter=False, workers=1))
-
-
-def _tiny_run(review_data) -> Path:
-    d = make_tiny_run(runs_root(), "tiny")
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["data"] = str(review_data)
-    (d / "config.json").write_text(json.dumps(cfg))
-    return d
-
 
 @pytest.fixture
 def study(review_data):
     """4 patches (ADI, TUM; one synthetic and one real each), 2 reviewers."""
-    _tiny_run(review_data)
+    tiny_run_on(review_data)
     return S.create_study({"name": "Pilot", "runs": ["tiny"], "classes": ["ADI", "TUM"], "synthetic_per_class": 1,
                            "real_per_class": 1, "display_size": 24, "reviewers": 2, "device": "cpu",
                            "instructions": "Take your time."})
@@ -195,7 +176,7 @@ def test_researcher_reads_progress_and_statistics(monkeypatch, study):
 
 
 def test_researcher_creates_a_study_and_gets_links_once(monkeypatch, review_data):
-    _tiny_run(review_data)
+    tiny_run_on(review_data)
     at = _researcher(monkeypatch)
     assert not at.exception, at.exception
     classes = next(m for m in at.multiselect if m.label.startswith("classes"))
