@@ -38,14 +38,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.config import DCGAN_D_CONDS, DCGAN_UPSAMPLES, ConfigError
-from engine.models.ops import count_params, sn
+from engine.models.ops import LabelMap, count_params, sn
 
 __all__ = ["Generator", "Discriminator", "DOut", "SelfAttention", "count_params", "channels_at",
            "attention_res", "generator_kwargs", "discriminator_kwargs", "G_UPSAMPLES", "D_CONDS"]
 
 G_UPSAMPLES = DCGAN_UPSAMPLES  # the choices live in engine.config (one list for CLI, UI and model)
 D_CONDS = DCGAN_D_CONDS
-LABELMAP_MAX = 16  # the label map is learned at most 16x16, then upsampled (see the module docstring)
 
 
 def channels_at(r: int, res: int, base: int, channel_max: int) -> int:
@@ -202,23 +201,6 @@ class DOut(NamedTuple):
     class_logits: Tensor | None
     feats: list[Tensor]
     scale_logits: list[Tensor]
-
-
-class LabelMap(nn.Module):
-    """Learned per-class map (N, 1, res, res): embedding -> linear to an m x m map (m <= 16) -> upsampled.
-
-    The review's fix of the seed's nn.Embedding(num_classes, res * res): a small embedding and a
-    projection to a coarse map, which a class-wide cue does not need finer than 16x16."""
-
-    def __init__(self, num_classes: int, embed_dim: int, res: int):
-        super().__init__()
-        self.res, self.m = res, min(res, LABELMAP_MAX)
-        self.embed = nn.Embedding(num_classes, embed_dim)
-        self.proj = nn.Linear(embed_dim, self.m * self.m)
-
-    def forward(self, y: Tensor) -> Tensor:
-        lmap = F.leaky_relu(self.proj(self.embed(y)), 0.2).view(-1, 1, self.m, self.m)
-        return F.interpolate(lmap, size=(self.res, self.res), mode="nearest") if self.m < self.res else lmap
 
 
 class ScaleD(nn.Module):

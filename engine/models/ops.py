@@ -255,6 +255,27 @@ class MappingNetwork(nn.Module):
 
 # ---------------------------------------------------------------- discriminator blocks
 
+LABELMAP_MAX = 16  # the label map is learned at most 16x16, then upsampled
+
+
+class LabelMap(nn.Module):
+    """Learned per-class map (N, 1, res, res): embedding -> linear to an m x m map (m <= 16) -> upsampled;
+    a D concatenates it to the image as a fourth input channel (`d_cond` labelmap, dcgan and stylegan2).
+
+    The dcgan review's fix of the seed's nn.Embedding(num_classes, res * res): a small embedding and a
+    projection to a coarse map, which a class-wide cue does not need finer than 16x16."""
+
+    def __init__(self, num_classes: int, embed_dim: int, res: int):
+        super().__init__()
+        self.res, self.m = res, min(res, LABELMAP_MAX)
+        self.embed = nn.Embedding(num_classes, embed_dim)
+        self.proj = nn.Linear(embed_dim, self.m * self.m)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        lmap = F.leaky_relu(self.proj(self.embed(y)), 0.2).view(-1, 1, self.m, self.m)
+        return F.interpolate(lmap, size=(self.res, self.res), mode="nearest") if self.m < self.res else lmap
+
+
 class SpectralNorm(_SpectralNorm):
     """torch's spectral-norm parametrization with a forward that never writes its buffers.
 

@@ -179,11 +179,15 @@ def train_family(cfg: TrainConfig, *, resume: bool = False, stop_after: int = 0)
                            img_per_s=(step - n_row) * cfg.batch / max(now - t_row, 1e-9), time_s=time_s)
                 t_row, n_row = now, step
                 csv.write(row)
-                loss = row.get("loss")
-                print(f"step {step:>7d} kimg {kimg:8.3f}  loss {loss if loss is None else f'{loss:.4f}'}  "
-                      f"lr {row.get('lr', 0):.3g}  {row['img_per_s']:.1f} img/s", flush=True)
-                if loss is not None and not math.isfinite(loss):
-                    log_event(run_dir, {"event": "non_finite_loss", "step": step, "loss": loss})
+                # ddpm rows have loss/lr, the GAN families d_loss, g_loss and lr_g
+                losses = {k: row[k] for k in ("loss", "d_loss", "g_loss") if row.get(k) is not None}
+                lr = row.get("lr", row.get("lr_g")) or 0
+                print(f"step {step:>7d} kimg {kimg:8.3f}  "
+                      + "".join(f"{k} {v:.4f}  " for k, v in losses.items())
+                      + f"lr {lr:.3g}  {row['img_per_s']:.1f} img/s", flush=True)
+                bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+                if bad:
+                    log_event(run_dir, {"event": "non_finite_loss", "step": step, **bad})
             if every(grid_kimg) or step == total_steps:
                 save_family_grid(fam, runs.grid_path(run_dir, step), cfg.grid_per_class, cfg.seed)
             if want_stop and step < total_steps:

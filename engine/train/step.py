@@ -74,7 +74,7 @@ class GanTrainer:
         # so a run resumes with the widths its config.json records.
         self.D = Discriminator(cfg.res, num_classes, channel_base=cfg.d_channel_base or cfg.channel_base,
                                channel_max=cfg.d_channel_max or cfg.channel_max, mbstd_group=cfg.mbstd_group,
-                               domain_features=domain).to(device)
+                               domain_features=domain, d_cond=cfg.d_cond).to(device)
         if cfg.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)

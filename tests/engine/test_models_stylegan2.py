@@ -211,6 +211,29 @@ def test_discriminator_logits_features_and_projection():
     assert torch.allclose(logits - other, (h * (e[0] - e[2])).sum(1), atol=1e-5)
 
 
+def test_labelmap_d_sees_the_class_at_its_input_and_keeps_the_projection():
+    D = make_d(32, d_cond="labelmap").eval()
+    assert D.from_rgb.parametrizations.weight.original.shape[1] == 4   # RGB + the class map
+    img = torch.randn(6, 3, 32, 32)
+    y0, y2 = torch.zeros(6, dtype=torch.long), torch.full((6,), 2)
+    logits, feats = D(img, y0, return_features=True)
+    _, feats2 = D(img, y2, return_features=True)
+    # unlike projection alone, the first block's features already differ by class
+    assert not torch.allclose(feats[0], feats2[0])
+    p_only = make_d(32).eval()
+    assert torch.allclose(p_only(img, y0, return_features=True)[1][0], p_only(img, y2, return_features=True)[1][0])
+    # R1's double backward and the label map's gradient
+    real = img.clone().requires_grad_(True)
+    out = D.train()(real, y0)
+    (g,) = torch.autograd.grad(out.sum(), real, create_graph=True)
+    g.square().sum().backward()
+    assert D.label_map.embed.weight.grad is not None and D.label_map.embed.weight.grad.abs().sum() > 0
+    # rebuilt from its kwargs (resume), and a bad value names the field
+    assert Discriminator(**json.loads(json.dumps(D.init_kwargs))).d_cond == "labelmap"
+    with pytest.raises(ConfigError, match="'d_cond'.*projection, labelmap"):
+        make_d(16, d_cond="acgan")
+
+
 def test_domain_head_scales_with_alpha_and_is_frozen():
     feat = TinyFeatures()
     D = make_d(domain_features=feat).eval()

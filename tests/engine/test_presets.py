@@ -24,8 +24,24 @@ def test_default_preset_by_device(monkeypatch):
     assert C.default_preset() == "demo"
     cfg = parse_args([])[0]
     assert cfg.preset == "demo"
-    # demo = the measured CPU first run (bench/demo_quality.py): 32 px for 15 kimg, the rest the defaults
-    assert C.to_dict(cfg) == {**C.to_dict(TrainConfig()), "preset": "demo", "res": 32, "kimg": 15.0}
+    # demo = the measured CPU first run (bench/demo_quality.py): its values over the defaults
+    assert C.to_dict(cfg) == {**C.to_dict(TrainConfig()), **C.PRESETS["demo"], "preset": "demo"}
+
+
+def test_demo_is_a_tiny_labelmap_net_that_trains_on_the_cpu():
+    from engine.models.stylegan2 import Discriminator, Generator, count_params, generator_kwargs
+
+    cfg = C.to_dict(C.from_dict(TrainConfig, C.preset_values("demo")))
+    G = Generator(**generator_kwargs(cfg, 9))
+    D = Discriminator(32, 9, channel_base=cfg["channel_base"], channel_max=cfg["channel_max"],
+                      d_cond=cfg["d_cond"])
+    spec = C.to_dict(C.from_dict(TrainConfig, C.preset_values("spec")))
+    spec_g = Generator(**generator_kwargs({**spec, "res": 32}, 9))
+    # the point of the preset: steps per second on a CPU, so a net far smaller than the spec's at 32 px
+    assert count_params(G) * 20 < count_params(spec_g)
+    assert D.from_rgb.parametrizations.weight.original.shape[1] == 4  # the class map beside RGB
+    real, y = torch.rand(8, 3, 32, 32) * 2 - 1, torch.arange(8) % 9
+    assert D(G(torch.randn(8, cfg["z_dim"]), y), y).shape == (8,) and D(real, y).isfinite().all()
 
 
 def test_every_preset_is_valid_and_stylegan2_is_the_defaults():

@@ -40,9 +40,12 @@ def status(run):
 
 
 @pytest.mark.parametrize("fam", list(FAMILIES))
-def test_few_steps_exact_resume_and_sampling(tmp_path, data_dir, fam):
+def test_few_steps_exact_resume_and_sampling(tmp_path, data_dir, fam, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert train(a, data_dir, fam) == 0                                   # 6 steps straight
+    log = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    # the console line shows a GAN's two losses and its G learning rate (it printed "loss None lr 0")
+    assert log and all(" d_loss " in line and " g_loss " in line and " lr 0 " not in line for line in log)
     assert train(b, data_dir, fam, "--stop-after", "3") == 0              # 3 + resume 3
     assert status(b)["state"] == "stopped"
     assert loop.main(["--resume", str(b)]) == 0
