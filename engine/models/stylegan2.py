@@ -10,8 +10,7 @@ import math
 import torch
 from torch import nn
 
-from engine.config import ConfigError
-from engine.config import STYLEGAN2_D_CONDS
+from engine.config import STYLEGAN2_D_CONDS, ConfigError
 from engine.models.ops import (ConstantInput, LabelMap, MappingNetwork, MinibatchStd, ResBlock, StyledConv,
                                ToRGB, count_params, lrelu, sn)
 
